@@ -51,7 +51,7 @@ typedef struct fs_root {
 
 /* The outcome of a file tool. Heap strings; free with fs_result_fini. */
 typedef struct fs_result {
-	int code;      /* KILN__CODE__OK, KILN__CODE__TOOL_ERROR, KILN__CODE__INVALID_ARGUMENT */
+	int code;      /* KILN__CODE__OK, _TOOL_ERROR, _INVALID_ARGUMENT (_INTERNAL: creds) */
 	bool is_error; /* as the agent should see it (code != OK) */
 	char *text;    /* tool output (file text, matches, listing); may be NULL */
 	size_t text_len;
@@ -73,9 +73,10 @@ int fs_fail(fs_result *r, int code, const char *fmt, ...) __attribute__((format(
 /* Turn a tool path into an absolute path inside the sandbox. Relative paths
  * are taken from workdir; a relative path whose `..` segments climb above
  * workdir is refused ("path escapes the working directory"). Absolute paths
- * are kept (they resolve inside the sandbox root). Empty paths, NUL bytes and
- * paths longer than PATH_MAX are refused. Output is lexically cleaned
- * ("a//b/./c" -> "a/b/c"). Returns 0 or fills r with an error and returns -1. */
+ * are kept (they resolve inside the sandbox root). Empty paths and paths
+ * longer than PATH_MAX are refused (a NUL byte ends the C string, so nothing
+ * after one is ever seen). Output is lexically cleaned ("a//b/./c" ->
+ * "a/b/c", `..` against the string). Returns 0 or fills r and returns -1. */
 int fs_abs_path(const char *workdir, const char *path, char *out, size_t outlen, fs_result *r);
 
 /* Check that buf is valid UTF-8 (no overlongs, no surrogates). */
@@ -187,7 +188,8 @@ void fs_write_abort(const fs_root *root, fs_write *w);
  * Retries EAGAIN/EINTR (a concurrent rename makes the kernel refuse). */
 int fs_openat2(int dirfd, const char *path, int flags, mode_t mode);
 /* Reopen an O_PATH fd with real open flags through /proc/self/fd (the type
- * was checked on the O_PATH fd, so no FIFO or device is ever opened). */
+ * was checked on the O_PATH fd, so no FIFO or device is ever opened). Needs
+ * /proc mounted in the caller's mount namespace. */
 int fs_reopen(int pathfd, int flags);
 /* -EPERM if fd lives on a pseudo filesystem the tools refuse (procfs, sysfs,
  * cgroupfs, devpts, debugfs, securityfs, bpf, ...), naming it in *ret_name

@@ -16,6 +16,7 @@
 #include "syscall_filter.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -152,6 +153,11 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 	if (cfg->name)
 		kl_strlcpy(n->name, cfg->name, sizeof n->name);
 	signal(SIGPIPE, SIG_IGN); /* writes to pipes of dead sandboxes return EPIPE */
+	/* File tools act with the sandbox user's fs ids; the node's supplementary
+	 * groups would still count in their permission checks. */
+	if (geteuid() == 0 && setgroups(0, NULL) < 0)
+		KL_LOG(KL_WARN, NODE_COMPONENT, "dropping supplementary groups failed: %s",
+		       strerror(errno));
 	if (getrandom(&n->incarnation, sizeof n->incarnation, 0) != sizeof n->incarnation)
 		n->incarnation = kl_now_ns();
 

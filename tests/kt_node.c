@@ -343,3 +343,30 @@ kt_rss_kib(void)
 	fclose(f);
 	return v;
 }
+
+int
+kt_count_children(void)
+{
+	DIR *d = opendir("/proc");
+	int n = 0;
+	struct dirent *e;
+	pid_t me = getpid();
+	while ((e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		char p[300], buf[512];
+		snprintf(p, sizeof p, "/proc/%s/stat", e->d_name);
+		FILE *f = fopen(p, "r");
+		if (!f)
+			continue;
+		size_t k = fread(buf, 1, sizeof buf - 1, f);
+		fclose(f);
+		buf[k] = 0;
+		char *rp = strrchr(buf, ')');
+		int ppid = 0;
+		if (rp && sscanf(rp + 2, "%*c %d", &ppid) == 1 && ppid == me)
+			n++;
+	}
+	closedir(d);
+	return n;
+}

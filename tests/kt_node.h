@@ -44,6 +44,8 @@ int kt_count_mounts(void);           /* lines of /proc/self/mountinfo */
 int kt_count_cgroups(const char *dir); /* directories under dir, recursively */
 /* Processes whose real uid is in [lo, hi). */
 int kt_count_uid_procs(unsigned lo, unsigned hi);
+/* Processes whose parent is this process (zombies included). */
+int kt_count_children(void);
 /* VmRSS of this process in KiB. */
 long kt_rss_kib(void);
 /* Skip (77) unless we are root and can create user namespaces. */

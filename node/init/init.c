@@ -691,6 +691,10 @@ main(void)
 	sigset_t mask;
 
 	syscall(SYS_close_range, CTL_FD + 1, ~0U, 0);
+	/* Ignored signals survive exec: the node ignores SIGPIPE, and tools must
+	 * not inherit that (`yes | head` would print "Broken pipe"). */
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_SETMASK, &mask, NULL);
