@@ -52,7 +52,13 @@ kl_env_decode(const void *buf, size_t len, size_t max, Kiln__Envelope **ret, uin
 int
 kl_env_encode(Kiln__Envelope *e, uint8_t **ret, size_t *ret_len)
 {
-	e->version = KL_PROTO_VERSION;
+	return kl_env_encode_as(e, KL_PROTO_VERSION, ret, ret_len);
+}
+
+int
+kl_env_encode_as(Kiln__Envelope *e, uint32_t version, uint8_t **ret, size_t *ret_len)
+{
+	e->version = version;
 	size_t n = kiln__envelope__get_packed_size(e);
 	if (n > KL_MAX_MSG)
 		return -EMSGSIZE;

@@ -27,6 +27,8 @@ int kl_env_decode(const void *buf, size_t len, size_t max, Kiln__Envelope **ret,
 int64_t kl_env_peek_version(const void *buf, size_t len);
 /* Sets e->version and packs into a malloc'ed buffer the caller frees. */
 int kl_env_encode(Kiln__Envelope *e, uint8_t **ret, size_t *ret_len);
+/* The same with an explicit version (tests of the version check). */
+int kl_env_encode_as(Kiln__Envelope *e, uint32_t version, uint8_t **ret, size_t *ret_len);
 /* Packs an ErrorReply envelope (for answering undecodable input). */
 int kl_env_encode_error(Kiln__Code code, const char *msg, uint32_t retry_after_ms, uint8_t **ret,
 			size_t *ret_len);

@@ -74,8 +74,13 @@ pick_uid_range(node *n, char *err, size_t errlen)
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
 			n->uid_lockfd = fd;
 			n->uid_base = (1u << 28) + (uint32_t)k * 65536u;
-			if (!n->cfg.name)
-				snprintf(n->name, sizeof n->name, "node-%d", k);
+			if (!n->cfg.name) {
+				/* Unique in a cluster: the host's name plus the range. */
+				char host[64] = "node";
+				gethostname(host, sizeof host - 1);
+				host[sizeof host - 1] = 0;
+				snprintf(n->name, sizeof n->name, "%s-%d", host, k);
+			}
 			return 0;
 		}
 		close(fd);
@@ -547,6 +552,15 @@ node_request_stop(node *n)
 	uint64_t one = 1;
 	ssize_t k = write(n->mbox.efd, &one, sizeof one);
 	(void)k;
+}
+
+void
+node_wait(node *n)
+{
+	if (n->threaded) {
+		pthread_join(n->thread, NULL);
+		n->threaded = false;
+	}
 }
 
 void

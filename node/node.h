@@ -79,6 +79,9 @@ int node_run(node *n);
  * finish for up to shutdown_grace_ms, cancel the rest, destroy every sandbox.
  * If the loop runs on node_start's thread, waits for it to exit. */
 void node_stop(node *n);
+/* Wait until the loop started by node_start exits (after a stop was requested
+ * by a signal handler, a drain or a refusal). */
+void node_wait(node *n);
 /* Ask for a stop without waiting (async-signal-safe: a write to an eventfd). */
 void node_request_stop(node *n);
 void node_free(node *n);
