@@ -31,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,14 +66,14 @@ typedef struct bench_opts {
 } bench_opts;
 
 static bench_opts opt = {
-	.iterations = 500,
-	.sessions = 100,
-	.warmup = 20,
-	.pool_target = 8,
-	.refill_target = 200,
-	.max_creating = 16,
-	.file_size = 4096,
-	.only = SEC_ALL,
+        .iterations = 500,
+        .sessions = 100,
+        .warmup = 20,
+        .pool_target = 8,
+        .refill_target = 200,
+        .max_creating = 16,
+        .file_size = 4096,
+        .only = SEC_ALL,
 };
 
 /* ---- results ---- */
@@ -106,7 +108,7 @@ static int errors; /* failed calls and setup failures: the exit status */
 
 static void
 add_row(const char *sec, const char *metric, const char *unit, double kiln, double base,
-	double ratio, const char *target, int verdict)
+        double ratio, const char *target, int verdict)
 {
 	if (nrows == MAX_ROWS)
 		return;
@@ -147,8 +149,7 @@ pct_us(const kl_hist *h, double p)
 	return (double)kl_hist_percentile(h, p) / 1000.0;
 }
 
-static void
-fail(const char *fmt, ...) KL_PRINTF(1, 2);
+static void fail(const char *fmt, ...) KL_PRINTF(1, 2);
 
 static void
 fail(const char *fmt, ...)
@@ -161,6 +162,76 @@ fail(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
 	va_end(ap);
+}
+
+/* ---- the host: how busy the rest of the machine was ---- */
+
+/* Busy and total jiffies of all CPUs from /proc/stat's first line. */
+static void
+cpu_jiffies(uint64_t *busy, uint64_t *total)
+{
+	unsigned long long v[8] = {0};
+	*busy = *total = 0;
+	FILE *f = fopen("/proc/stat", "re");
+	if (!f)
+		return;
+	int k = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+	               &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	for (int i = 0; i < k; i++)
+		*total += v[i];
+	*busy = *total - v[3] - v[4]; /* minus idle and iowait */
+}
+
+static double
+tv_s(struct timeval t)
+{
+	return (double)t.tv_sec + (double)t.tv_usec / 1e6;
+}
+
+/* CPU time of this process and its reaped descendants (sandbox inits,
+ * their tool processes, the baselines' children). */
+static double
+self_cpu_s(void)
+{
+	struct rusage a, c;
+	getrusage(RUSAGE_SELF, &a);
+	getrusage(RUSAGE_CHILDREN, &c);
+	return tv_s(a.ru_utime) + tv_s(a.ru_stime) + tv_s(c.ru_utime) + tv_s(c.ru_stime);
+}
+
+typedef struct host_mark {
+	uint64_t busy, total;
+	double self_s;
+	double load1;
+} host_mark;
+
+static host_mark mark_start, mark_end; /* around all sections */
+
+static void
+host_mark_now(host_mark *m)
+{
+	cpu_jiffies(&m->busy, &m->total);
+	m->self_s = self_cpu_s();
+	m->load1 = 0;
+	FILE *f = fopen("/proc/loadavg", "re");
+	if (f) {
+		if (fscanf(f, "%lf", &m->load1) != 1)
+			m->load1 = 0;
+		fclose(f);
+	}
+}
+
+/* The share of all CPUs used by everything but this benchmark between two
+ * marks: a noise indicator. It also counts kernel threads working for us
+ * (deferred namespace teardown, RCU), so a quiet host shows a few percent. */
+static double
+host_other_share(const host_mark *a, const host_mark *b)
+{
+	double hz = (double)sysconf(_SC_CLK_TCK);
+	double cap = (double)(b->total - a->total) / hz;
+	double other = (double)(b->busy - a->busy) / hz - (b->self_s - a->self_s);
+	return cap > 0 && other > 0 ? other / cap : 0;
 }
 
 /* ---- driving the node synchronously ---- */
@@ -319,8 +390,7 @@ call_write(node *n, const char *sid, const char *path, const char *data, size_t 
 }
 
 static bool
-call_edit(node *n, const char *sid, const char *path, const char *old, const char *new_,
-	  reply *r)
+call_edit(node *n, const char *sid, const char *path, const char *old, const char *new_, reply *r)
 {
 	Kiln__EditInput in = KILN__EDIT_INPUT__INIT;
 	in.file_path = (char *)path;
@@ -379,8 +449,8 @@ wait_warm(node *n, uint32_t want, int timeout_ms)
 		if (st.templates[0].warm >= want)
 			return true;
 		if (kl_now_ms() >= end) {
-			fail("the pool did not refill to %u within %d ms (warm %u, creating %u)", want,
-			     timeout_ms, st.templates[0].warm, st.templates[0].creating);
+			fail("the pool did not refill to %u within %d ms (warm %u, creating %u)",
+			     want, timeout_ms, st.templates[0].warm, st.templates[0].creating);
 			return false;
 		}
 		usleep(1000);
@@ -451,11 +521,32 @@ spawn_cat(const char *file, size_t *ret_len)
 }
 
 static char *const bwrap_argv[] = {
-	"bwrap",   "--unshare-all", "--die-with-parent", "--ro-bind",  "/usr",     "/usr",
-	"--symlink", "usr/lib",     "/lib",              "--symlink",  "usr/lib64", "/lib64",
-	"--symlink", "usr/bin",     "/bin",              "--symlink",  "usr/sbin", "/sbin",
-	"--proc",  "/proc",         "--dev",             "/dev",       "--tmpfs",  "/tmp",
-	"/bin/true", NULL,
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/sbin",
+        "/sbin",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "/bin/true",
+        NULL,
 };
 
 static const char *
@@ -484,13 +575,13 @@ warm_rows(kl_hist *hk, kl_hist *hb, kl_hist *hs, kl_hist *hd, kl_hist *ho)
 	double k99 = pct_us(hk, 99), b99 = pct_us(hb, 99);
 	double r50 = k50 / b50, r99 = k99 / b99;
 	add_row("warm", "exec /bin/true p50 (vs bare spawn)", "us", k50, b50, r50, "<= 1.3x",
-		r50 <= 1.3 ? V_PASS : V_MISS);
+	        r50 <= 1.3 ? V_PASS : V_MISS);
 	add_row("warm", "exec /bin/true p99 (vs bare spawn)", "us", k99, b99, r99, "< 3x",
-		r99 < 3 ? V_PASS : V_MISS);
+	        r99 < 3 ? V_PASS : V_MISS);
 	add_row("warm", "bash /bin/true p50 (vs bare spawn)", "us", pct_us(hs, 50), b50,
-		pct_us(hs, 50) / b50, NULL, V_INFO);
+	        pct_us(hs, 50) / b50, NULL, V_INFO);
 	add_row("warm", "bash /bin/true p99 (vs bare spawn)", "us", pct_us(hs, 99), b99,
-		pct_us(hs, 99) / b99, NULL, V_INFO);
+	        pct_us(hs, 99) / b99, NULL, V_INFO);
 	info_row("warm", "exec p50: node-side (start to result)", "us", pct_us(hd, 50));
 	info_row("warm", "exec p50: submit/reply overhead", "us", pct_us(ho, 50));
 }
@@ -549,8 +640,8 @@ session_iteration(node *n, const char *sid, const session_hists *h, bool want_wa
 		return;
 	uint64_t t1 = kl_now_ns();
 	if (r.warm != want_warm)
-		fail("session %s: expected a %s claim, got a %s one", sid, want_warm ? "warm" : "cold",
-		     r.warm ? "warm" : "cold");
+		fail("session %s: expected a %s claim, got a %s one", sid,
+		     want_warm ? "warm" : "cold", r.warm ? "warm" : "cold");
 	bool ok = call_exec(n, sid, "/bin/true", &r);
 	uint64_t t2 = kl_now_ns();
 	session_close(n, sid);
@@ -563,30 +654,30 @@ session_iteration(node *n, const char *sid, const session_hists *h, bool want_wa
 
 static void
 session_rows(const session_hists *w, const session_hists *d, const session_hists *c,
-	     const kl_hist *hb)
+             const kl_hist *hb)
 {
 	double b50 = pct_us(hb, 50), b99 = pct_us(hb, 99);
 	if (w && w->total->count) {
 		double k50 = pct_us(w->total, 50), r = b50 / k50;
-		add_row("session", "open+exec p50, warm pool (vs bwrap)", "us", k50, b50, r, ">= 5x",
-			r >= 5 ? V_PASS : V_MISS);
-		add_row("session", "open+exec p99, warm pool (vs bwrap)", "us", pct_us(w->total, 99),
-			b99, b99 / pct_us(w->total, 99), NULL, V_INFO);
+		add_row("session", "open+exec p50, warm pool (vs bwrap)", "us", k50, b50, r,
+		        ">= 5x", r >= 5 ? V_PASS : V_MISS);
+		add_row("session", "open+exec p99, warm pool (vs bwrap)", "us",
+		        pct_us(w->total, 99), b99, b99 / pct_us(w->total, 99), NULL, V_INFO);
 		info_row("session", "warm: open p50", "us", pct_us(w->open, 50));
 		info_row("session", "warm: first exec p50", "us", pct_us(w->first, 50));
 	}
 	if (d && d->total->count) {
 		double k50 = pct_us(d->total, 50);
 		add_row("session", "open+exec p50, exec after refill (vs bwrap)", "us", k50, b50,
-			b50 / k50, NULL, V_INFO);
+		        b50 / k50, NULL, V_INFO);
 		info_row("session", "after refill: first exec p50", "us", pct_us(d->first, 50));
 	}
 	if (c && c->total->count) {
 		double k50 = pct_us(c->total, 50);
 		add_row("session", "open+exec p50, cold/pool empty (vs bwrap)", "us", k50, b50,
-			b50 / k50, NULL, V_INFO);
+		        b50 / k50, NULL, V_INFO);
 		add_row("session", "open+exec p99, cold/pool empty (vs bwrap)", "us",
-			pct_us(c->total, 99), b99, b99 / pct_us(c->total, 99), NULL, V_INFO);
+		        pct_us(c->total, 99), b99, b99 / pct_us(c->total, 99), NULL, V_INFO);
 		info_row("session", "cold: open p50 (sandbox creation)", "us", pct_us(c->open, 50));
 		info_row("session", "cold: first exec p50", "us", pct_us(c->first, 50));
 	}
@@ -668,17 +759,18 @@ bench_session(node *n)
 {
 	const char *bwrap = bwrap_path();
 	if (!bwrap)
-		fail("bwrap not found (scripts/setup installs bubblewrap): no cold-sandbox baseline");
+		fail("bwrap not found (scripts/setup installs bubblewrap): no cold-sandbox "
+		     "baseline");
 	kl_hist *hb = series_new("session", "bwrap /bin/true (cold sandbox)");
 	session_hists w = {series_new("session", "warm: open (claim)"),
-			   series_new("session", "warm: first exec"),
-			   series_new("session", "warm: open + first exec (kiln)")};
+	                   series_new("session", "warm: first exec"),
+	                   series_new("session", "warm: open + first exec (kiln)")};
 	session_hists c = {series_new("session", "cold: open (create + claim)"),
-			   series_new("session", "cold: first exec"),
-			   series_new("session", "cold: open + first exec (kiln)")};
+	                   series_new("session", "cold: first exec"),
+	                   series_new("session", "cold: open + first exec (kiln)")};
 	session_hists d = {series_new("session", "settled: open (claim)"),
-			   series_new("session", "settled: first exec, refill done"),
-			   series_new("session", "settled: open + first exec")};
+	                   series_new("session", "settled: first exec, refill done"),
+	                   series_new("session", "settled: open + first exec")};
 	bench_session_warm(n, bwrap, &w, hb);
 	bench_session_settled(n, &d);
 	bench_session_cold(&c);
@@ -716,7 +808,7 @@ file_rows(kl_hist *const hk[3], kl_hist *const hd[3], const kl_hist *hc)
 		add_row("file", m, "us", k50, c50, r, ">= 20x", r >= 20 ? V_PASS : V_MISS);
 		snprintf(m, sizeof m, "%s %d B p99 (vs spawned cat)", names[t], opt.file_size);
 		add_row("file", m, "us", pct_us(hk[t], 99), c99, c99 / pct_us(hk[t], 99), NULL,
-			V_INFO);
+		        V_INFO);
 		snprintf(m, sizeof m, "%s p50: node-side (start to result)", names[t]);
 		info_row("file", m, "us", pct_us(hd[t], 50));
 	}
@@ -755,7 +847,7 @@ file_record(bool ok, const reply *r, uint64_t t0, uint64_t t1, kl_hist *hk, kl_h
 
 static void
 file_loop(node *n, const char *sid, const char *content, const char *host_path,
-	  kl_hist *const hk[3], kl_hist *const hd[3], kl_hist *hc)
+          kl_hist *const hk[3], kl_hist *const hd[3], kl_hist *hc)
 {
 	size_t len = (size_t)opt.file_size, catlen = 0;
 	reply r[3];
@@ -793,10 +885,10 @@ bench_file(node *n)
 		return;
 	}
 	kl_hist *hk[3] = {series_new("file", "read (kiln)"), series_new("file", "write (kiln)"),
-			  series_new("file", "edit (kiln)")};
+	                  series_new("file", "edit (kiln)")};
 	kl_hist *hd[3] = {series_new("file", "read: node-side duration"),
-			  series_new("file", "write: node-side duration"),
-			  series_new("file", "edit: node-side duration")};
+	                  series_new("file", "write: node-side duration"),
+	                  series_new("file", "edit: node-side duration")};
 	kl_hist *hc = series_new("file", "posix_spawn cat + read pipe");
 	if (session_open(n, sid, &r)) {
 		file_loop(n, sid, content, path, hk, hd, hc);
@@ -822,15 +914,15 @@ meminfo_read(meminfo *m)
 		const char *key;
 		size_t off;
 	} keys[] = {
-		{"MemAvailable:", offsetof(meminfo, avail)},
-		{"MemFree:", offsetof(meminfo, free)},
-		{"Slab:", offsetof(meminfo, slab)},
-		{"SUnreclaim:", offsetof(meminfo, sunreclaim)},
-		{"KernelStack:", offsetof(meminfo, kstack)},
-		{"PageTables:", offsetof(meminfo, pagetables)},
-		{"Shmem:", offsetof(meminfo, shmem)},
-		{"AnonPages:", offsetof(meminfo, anon)},
-		{"Percpu:", offsetof(meminfo, percpu)},
+	        {"MemAvailable:", offsetof(meminfo, avail)},
+	        {"MemFree:", offsetof(meminfo, free)},
+	        {"Slab:", offsetof(meminfo, slab)},
+	        {"SUnreclaim:", offsetof(meminfo, sunreclaim)},
+	        {"KernelStack:", offsetof(meminfo, kstack)},
+	        {"PageTables:", offsetof(meminfo, pagetables)},
+	        {"Shmem:", offsetof(meminfo, shmem)},
+	        {"AnonPages:", offsetof(meminfo, anon)},
+	        {"Percpu:", offsetof(meminfo, percpu)},
 	};
 	char line[256];
 	memset(m, 0, sizeof *m);
@@ -840,7 +932,8 @@ meminfo_read(meminfo *m)
 	while (fgets(line, sizeof line, f))
 		for (size_t i = 0; i < KL_ARRAY_SIZE(keys); i++)
 			if (!strncmp(line, keys[i].key, strlen(keys[i].key)))
-				*(long *)((char *)m + keys[i].off) = atol(line + strlen(keys[i].key));
+				*(long *)((char *)m + keys[i].off) =
+				        atol(line + strlen(keys[i].key));
 	fclose(f);
 }
 
@@ -953,23 +1046,6 @@ typedef struct refill_result {
 	bool ok;
 } refill_result;
 
-/* Busy and total jiffies of all CPUs from /proc/stat's first line. */
-static void
-cpu_jiffies(uint64_t *busy, uint64_t *total)
-{
-	unsigned long long v[8] = {0};
-	*busy = *total = 0;
-	FILE *f = fopen("/proc/stat", "re");
-	if (!f)
-		return;
-	int k = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-		       &v[3], &v[4], &v[5], &v[6], &v[7]);
-	fclose(f);
-	for (int i = 0; i < k; i++)
-		*total += v[i];
-	*busy = *total - v[3] - v[4]; /* minus idle and iowait */
-}
-
 static void
 measure_refill(node *n, uint32_t target, refill_result *res)
 {
@@ -1029,18 +1105,18 @@ memory_rows(const meminfo *a, const meminfo *b, long rss_delta, uint32_t target)
 	double n = target;
 	double per = (double)(a->avail - b->avail) / n;
 	add_row("memory", "MemAvailable drop per idle sandbox", "KiB", per, NAN, NAN, "<= 1024 KiB",
-		per <= 1024 ? V_PASS : V_MISS);
+	        per <= 1024 ? V_PASS : V_MISS);
 	info_row("memory", "MemFree drop per idle sandbox", "KiB", (double)(a->free - b->free) / n);
 	long sum = (b->slab - a->slab) + (b->percpu - a->percpu) + (b->kstack - a->kstack) +
-		   (b->pagetables - a->pagetables) + (b->shmem - a->shmem) + (b->anon - a->anon);
+	           (b->pagetables - a->pagetables) + (b->shmem - a->shmem) + (b->anon - a->anon);
 	info_row("memory", "sum of the categories below", "KiB", (double)sum / n);
 	info_row("memory", "  of which Slab", "KiB", (double)(b->slab - a->slab) / n);
 	info_row("memory", "  of which unreclaimable Slab", "KiB",
-		 (double)(b->sunreclaim - a->sunreclaim) / n);
+	         (double)(b->sunreclaim - a->sunreclaim) / n);
 	info_row("memory", "  of which Percpu", "KiB", (double)(b->percpu - a->percpu) / n);
 	info_row("memory", "  of which KernelStack", "KiB", (double)(b->kstack - a->kstack) / n);
 	info_row("memory", "  of which PageTables", "KiB",
-		 (double)(b->pagetables - a->pagetables) / n);
+	         (double)(b->pagetables - a->pagetables) / n);
 	info_row("memory", "  of which Shmem (tmpfs)", "KiB", (double)(b->shmem - a->shmem) / n);
 	info_row("memory", "  of which AnonPages", "KiB", (double)(b->anon - a->anon) / n);
 	info_row("memory", "node process VmRSS growth per sandbox", "KiB", (double)rss_delta / n);
@@ -1149,14 +1225,13 @@ json_host(FILE *f)
 	struct utsname u;
 	uname(&u);
 	fprintf(f, "  \"host\": {\"kernel\": \"%s\", \"cpus\": %ld, \"mem_total_kib\": %ld},\n",
-		u.release, sysconf(_SC_NPROCESSORS_ONLN),
-		status_kib("/proc/meminfo", "MemTotal:"));
+	        u.release, sysconf(_SC_NPROCESSORS_ONLN), status_kib("/proc/meminfo", "MemTotal:"));
 	fprintf(f,
-		"  \"config\": {\"iterations\": %d, \"sessions\": %d, \"warmup\": %d, "
-		"\"pool_target\": %d, \"refill_target\": %d, \"max_creating\": %d, "
-		"\"refill_per_s\": 10000, \"file_size\": %d},\n",
-		opt.iterations, opt.sessions, opt.warmup, opt.pool_target, opt.refill_target,
-		opt.max_creating, opt.file_size);
+	        "  \"config\": {\"iterations\": %d, \"sessions\": %d, \"warmup\": %d, "
+	        "\"pool_target\": %d, \"refill_target\": %d, \"max_creating\": %d, "
+	        "\"refill_per_s\": 10000, \"file_size\": %d},\n",
+	        opt.iterations, opt.sessions, opt.warmup, opt.pool_target, opt.refill_target,
+	        opt.max_creating, opt.file_size);
 }
 
 static int
@@ -1169,24 +1244,30 @@ write_json(const char *path)
 	}
 	fprintf(f, "{\n  \"benchmark\": \"kiln-bench-node\",\n");
 	json_host(f);
+	fprintf(f,
+	        "  \"noise\": {\"other_cpu_share\": %.3f, \"load1_start\": %.2f, "
+	        "\"load1_end\": %.2f},\n",
+	        host_other_share(&mark_start, &mark_end), mark_start.load1, mark_end.load1);
 	fprintf(f, "  \"errors\": %d,\n  \"results\": [\n", errors);
 	for (int i = 0; i < nrows; i++) {
 		const row *r = &rows[i];
 		fprintf(f, "    {\"section\": \"%s\", \"metric\": \"%s\", \"unit\": \"%s\", ",
-			r->section, r->metric, r->unit);
+		        r->section, r->metric, r->unit);
 		json_num(f, "kiln", r->kiln, ", ");
 		json_num(f, "baseline", r->base, ", ");
 		json_num(f, "ratio", r->ratio, ", ");
 		fprintf(f, "\"target\": %s%s%s, \"pass\": %s}%s\n", *r->target ? "\"" : "",
-			*r->target ? r->target : "null", *r->target ? "\"" : "",
-			r->verdict < 0 ? "null" : r->verdict ? "true" : "false",
-			i + 1 < nrows ? "," : "");
+		        *r->target ? r->target : "null", *r->target ? "\"" : "",
+		        r->verdict < 0 ? "null"
+		        : r->verdict   ? "true"
+		                       : "false",
+		        i + 1 < nrows ? "," : "");
 	}
 	fprintf(f, "  ],\n  \"latencies_us\": [\n");
 	for (int i = 0; i < nseries; i++) {
 		const kl_hist *h = all_series[i].h;
 		fprintf(f, "    {\"section\": \"%s\", \"name\": \"%s\", \"count\": %llu, ",
-			all_series[i].section, all_series[i].name, (unsigned long long)h->count);
+		        all_series[i].section, all_series[i].name, (unsigned long long)h->count);
 		json_num(f, "p50", pct_us(h, 50), ", ");
 		json_num(f, "p90", pct_us(h, 90), ", ");
 		json_num(f, "p99", pct_us(h, 99), ", ");
@@ -1205,36 +1286,38 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kiln-bench-node [options]\n"
-		"Node micro-benchmark: kiln against baselines measured in the same run.\n"
-		"Runs as root (user, pid, mount and net namespaces; cgroup v2).\n"
-		"\n"
-		"Sections (all by default):\n"
-		"  warm     exec /bin/true (and bash /bin/true) in an open session\n"
-		"           vs posix_spawn+waitpid of /bin/true here; target p50 <= 1.3x, p99 < 3x\n"
-		"  session  open a session + first exec, warm pool and cold (empty pool),\n"
-		"           vs a cold bwrap --unshare-all sandbox; target >= 5x faster\n"
-		"  file     read, write, edit of a small file vs a spawned cat; target >= 20x\n"
-		"  refill   time for an empty pool to reach --refill-target; target >= 200/s\n"
-		"  memory   MemAvailable drop per idle sandbox once the pool is full;\n"
-		"           target <= 1 MiB\n"
-		"\n"
-		"Options:\n"
-		"  -n, --iterations N     measured warm calls and file-tool calls (default 500)\n"
-		"  -s, --sessions N       measured new sessions, per variant (default 100)\n"
-		"  -w, --warmup N         unmeasured iterations before each loop (default 20)\n"
-		"  -p, --pool-target N    warm pool of the warm/session/file node (default 8)\n"
-		"  -r, --refill-target N  pool target of the refill/memory node (default 200)\n"
-		"  -c, --max-creating N   refill/memory node: sandboxes created at once (default 16)\n"
-		"  -f, --file-size BYTES  file size for the file tools (default 4096)\n"
-		"  -o, --only LIST        comma-separated sections to run (default all)\n"
-		"  -j, --json FILE        also write the results as JSON to FILE\n"
-		"  -i, --init PATH        kiln-sandbox-init (default: beside this program)\n"
-		"  -v, --verbose          the node's info log on stderr\n"
-		"  -h, --help             this text\n"
-		"\n"
-		"Exit status: 0 when every measurement ran (targets met or not), 1 when calls\n"
-		"or setup failed, 2 on bad usage, 77 when not run as root.\n");
+	        "usage: kiln-bench-node [options]\n"
+	        "Node micro-benchmark: kiln against baselines measured in the same run.\n"
+	        "Runs as root (user, pid, mount and net namespaces; cgroup v2).\n"
+	        "\n"
+	        "Sections (all by default):\n"
+	        "  warm     exec /bin/true (and bash /bin/true) in an open session\n"
+	        "           vs posix_spawn+waitpid of /bin/true here; target p50 <= 1.3x, p99 < "
+	        "3x\n"
+	        "  session  open a session + first exec, warm pool and cold (empty pool),\n"
+	        "           vs a cold bwrap --unshare-all sandbox; target >= 5x faster\n"
+	        "  file     read, write, edit of a small file vs a spawned cat; target >= 20x\n"
+	        "  refill   time for an empty pool to reach --refill-target; target >= 200/s\n"
+	        "  memory   MemAvailable drop per idle sandbox once the pool is full;\n"
+	        "           target <= 1 MiB\n"
+	        "\n"
+	        "Options:\n"
+	        "  -n, --iterations N     measured warm calls and file-tool calls (default 500)\n"
+	        "  -s, --sessions N       measured new sessions, per variant (default 100)\n"
+	        "  -w, --warmup N         unmeasured iterations before each loop (default 20)\n"
+	        "  -p, --pool-target N    warm pool of the warm/session/file node (default 8)\n"
+	        "  -r, --refill-target N  pool target of the refill/memory node (default 200)\n"
+	        "  -c, --max-creating N   refill/memory node: sandboxes created at once (default "
+	        "16)\n"
+	        "  -f, --file-size BYTES  file size for the file tools (default 4096)\n"
+	        "  -o, --only LIST        comma-separated sections to run (default all)\n"
+	        "  -j, --json FILE        also write the results as JSON to FILE\n"
+	        "  -i, --init PATH        kiln-sandbox-init (default: beside this program)\n"
+	        "  -v, --verbose          the node's info log on stderr\n"
+	        "  -h, --help             this text\n"
+	        "\n"
+	        "Exit status: 0 when every measurement ran (targets met or not), 1 when calls\n"
+	        "or setup failed, 2 on bad usage, 77 when not run as root.\n");
 }
 
 static int
@@ -1275,36 +1358,61 @@ static int
 parse_args(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"iterations", required_argument, NULL, 'n'},
-		{"sessions", required_argument, NULL, 's'},
-		{"warmup", required_argument, NULL, 'w'},
-		{"pool-target", required_argument, NULL, 'p'},
-		{"refill-target", required_argument, NULL, 'r'},
-		{"max-creating", required_argument, NULL, 'c'},
-		{"file-size", required_argument, NULL, 'f'},
-		{"only", required_argument, NULL, 'o'},
-		{"json", required_argument, NULL, 'j'},
-		{"init", required_argument, NULL, 'i'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"iterations", required_argument, NULL, 'n'},
+	        {"sessions", required_argument, NULL, 's'},
+	        {"warmup", required_argument, NULL, 'w'},
+	        {"pool-target", required_argument, NULL, 'p'},
+	        {"refill-target", required_argument, NULL, 'r'},
+	        {"max-creating", required_argument, NULL, 'c'},
+	        {"file-size", required_argument, NULL, 'f'},
+	        {"only", required_argument, NULL, 'o'},
+	        {"json", required_argument, NULL, 'j'},
+	        {"init", required_argument, NULL, 'i'},
+	        {"verbose", no_argument, NULL, 'v'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	int c, r = 0;
 	while ((c = getopt_long(argc, argv, "n:s:w:p:r:c:f:o:j:i:vh", lo, NULL)) != -1) {
 		switch (c) {
-		case 'n': r = parse_int(optarg, 1, 10000000, &opt.iterations); break;
-		case 's': r = parse_int(optarg, 1, 1000000, &opt.sessions); break;
-		case 'w': r = parse_int(optarg, 0, 1000000, &opt.warmup); break;
-		case 'p': r = parse_int(optarg, 1, 1000, &opt.pool_target); break;
-		case 'r': r = parse_int(optarg, 1, 60000, &opt.refill_target); break;
-		case 'c': r = parse_int(optarg, 1, 4096, &opt.max_creating); break;
-		case 'f': r = parse_int(optarg, 16, 256 << 10, &opt.file_size); break;
-		case 'o': r = parse_only(optarg, &opt.only); break;
-		case 'j': opt.json = optarg; break;
-		case 'i': opt.init = optarg; break;
-		case 'v': opt.verbose = true; break;
-		case 'h': usage(stdout); exit(0);
-		default: return -EINVAL;
+		case 'n':
+			r = parse_int(optarg, 1, 10000000, &opt.iterations);
+			break;
+		case 's':
+			r = parse_int(optarg, 1, 1000000, &opt.sessions);
+			break;
+		case 'w':
+			r = parse_int(optarg, 0, 1000000, &opt.warmup);
+			break;
+		case 'p':
+			r = parse_int(optarg, 1, 1000, &opt.pool_target);
+			break;
+		case 'r':
+			r = parse_int(optarg, 1, 60000, &opt.refill_target);
+			break;
+		case 'c':
+			r = parse_int(optarg, 1, 4096, &opt.max_creating);
+			break;
+		case 'f':
+			r = parse_int(optarg, 16, 256 << 10, &opt.file_size);
+			break;
+		case 'o':
+			r = parse_only(optarg, &opt.only);
+			break;
+		case 'j':
+			opt.json = optarg;
+			break;
+		case 'i':
+			opt.init = optarg;
+			break;
+		case 'v':
+			opt.verbose = true;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			return -EINVAL;
 		}
 		if (r < 0) {
 			fprintf(stderr, "kiln-bench-node: bad value for -%c: %s\n", c, optarg);
@@ -1319,9 +1427,8 @@ print_header(void)
 {
 	struct utsname u;
 	uname(&u);
-	printf("kiln-bench-node: %ld CPUs, kernel %s, %ld MiB RAM\n",
-	       sysconf(_SC_NPROCESSORS_ONLN), u.release,
-	       status_kib("/proc/meminfo", "MemTotal:") / 1024);
+	printf("kiln-bench-node: %ld CPUs, kernel %s, %ld MiB RAM\n", sysconf(_SC_NPROCESSORS_ONLN),
+	       u.release, status_kib("/proc/meminfo", "MemTotal:") / 1024);
 	printf("iterations=%d sessions=%d warmup=%d pool-target=%d refill-target=%d "
 	       "max-creating=%d file-size=%d\n",
 	       opt.iterations, opt.sessions, opt.warmup, opt.pool_target, opt.refill_target,
@@ -1330,28 +1437,29 @@ print_header(void)
 }
 
 static void
+print_noise(void)
+{
+	double other = host_other_share(&mark_start, &mark_end);
+	printf("\nhost: other processes used %.1f%% of the CPUs during the run; load average "
+	       "%.2f at start, %.2f at end%s\n",
+	       other * 100, mark_start.load1, mark_end.load1,
+	       other > 0.10 ? " (a busy host: expect noisy numbers, run again when quiet)" : "");
+}
+
+static void
 progress(const char *what)
 {
 	fprintf(stderr, "kiln-bench-node: %s...\n", what);
 }
 
-int
-main(int argc, char **argv)
+static void
+run_sections(void)
 {
-	if (parse_args(argc, argv) < 0) {
-		usage(stderr);
-		return 2;
-	}
-	if (geteuid() != 0) {
-		fprintf(stderr, "kiln-bench-node: needs root (namespaces and cgroups)\n");
-		return 77;
-	}
-	kl_log_level = opt.verbose ? KL_INFO : KL_WARN;
-	print_header();
 	if (opt.only & (SEC_WARM | SEC_SESSION | SEC_FILE)) {
 		node *n = bench_node((uint32_t)opt.pool_target, 0, 0, 0);
 		if (n && node_start(n) == 0 && wait_warm(n, (uint32_t)opt.pool_target, 30000)) {
 			printf("node: %s\n", node_limits_text(n));
+			fflush(stdout);
 			if (opt.only & SEC_WARM) {
 				progress("warm calls");
 				bench_warm(n);
@@ -1371,8 +1479,27 @@ main(int argc, char **argv)
 		progress("pool refill and memory");
 		bench_pool();
 	}
+}
+
+int
+main(int argc, char **argv)
+{
+	if (parse_args(argc, argv) < 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "kiln-bench-node: needs root (namespaces and cgroups)\n");
+		return 77;
+	}
+	kl_log_level = opt.verbose ? KL_INFO : KL_WARN;
+	print_header();
+	host_mark_now(&mark_start);
+	run_sections();
+	host_mark_now(&mark_end);
 	print_table();
 	print_latencies();
+	print_noise();
 	if (opt.json && write_json(opt.json) < 0)
 		errors++;
 	if (errors)

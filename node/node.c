@@ -210,6 +210,7 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 		snprintf(err, errlen, "starting file-tool workers failed");
 		goto fail;
 	}
+	node_update_stats(n); /* callers may read stats before the loop runs */
 	*ret = n;
 	return 0;
 fail:
@@ -345,6 +346,8 @@ node_update_stats(node *n)
 	memset(&st, 0, sizeof st);
 	kl_strlcpy(st.name, n->name, sizeof st.name);
 	st.incarnation = n->incarnation;
+	st.uid_base = n->uid_base;
+	st.uid_count = n->uid_count;
 	st.limits_enforced = n->limits_enforced;
 	st.enforced_ctrl = n->enforced;
 	st.sessions = n->nsessions;

@@ -101,6 +101,7 @@ typedef struct node_template_stats {
 typedef struct node_stats {
 	char name[128];
 	uint64_t incarnation;
+	uint32_t uid_base, uid_count; /* host ids of this node's sandboxes */
 	bool limits_enforced;
 	unsigned enforced_ctrl;    /* CG_CTRL_* */
 	uint32_t sessions, running, queued, max_sessions, max_calls;

@@ -488,6 +488,14 @@ on_closed(sched *s, snode *n, Kiln__SessionClosed *cl)
 
 /* ---- node requests ---- */
 
+/* A node the operator removed: told to shut down whenever it calls again. */
+static bool
+removed(sched *s, const char *id, uint64_t inc)
+{
+	uint64_t *v = kl_map_get(&s->removed, id);
+	return v && *v == inc;
+}
+
 static bool
 valid_id(const char *id)
 {
@@ -603,13 +611,6 @@ live_node(sched *s, const char *id, uint64_t inc)
 	return n && n->incarnation == inc && n->state != N_DEAD ? n : NULL;
 }
 
-/* A node the operator removed: told to shut down whenever it calls again. */
-static bool
-removed(sched *s, const char *id, uint64_t inc)
-{
-	uint64_t *v = kl_map_get(&s->removed, id);
-	return v && *v == inc;
-}
 
 void
 sched_remove_node(sched *s, snode *n)

@@ -165,7 +165,7 @@ enum kind { V_URL, V_TOKEN, V_TOKEN_FILE, V_COUNT, V_SIZE, V_DURATION, V_CPU };
 struct key {
 	const char *name;
 	enum kind kind;
-	uint8_t width; /* of the destination: 4 or 8 bytes (strings: unused) */
+	uint16_t width; /* of the destination: 4 or 8 bytes for numbers */
 	uint16_t off;
 	uint64_t min, max; /* max 0: whatever the destination holds */
 	const char *excl;  /* a key that sets the same field: only one may appear */

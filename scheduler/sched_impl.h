@@ -17,7 +17,7 @@
 #include "kiln.pb-c.h"
 #include "kl_list.h"
 #include "kl_map.h"
-#include "sched.h"
+#include "kiln_sched.h"
 #include "tenants.h"
 
 #define SCHED_COMPONENT "scheduler"

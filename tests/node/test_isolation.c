@@ -463,7 +463,7 @@ TEST(file_tools_confined)
 	kt_free_result(r);
 	tc.session_id = "iso-b";
 	snprintf(p, sizeof p, "/proc/%d/root/workspace", pid_a);
-	static const char *const gpaths[] = {p, "/proc/1/root/workspace", "l2", "l3", "/"};
+	const char *const gpaths[] = {p, "/proc/1/root/workspace", "l2", "l3", "l6/tmp", "/tmp"};
 	for (size_t i = 0; i < sizeof gpaths / sizeof gpaths[0]; i++) {
 		g.path = (char *)gpaths[i];
 		tc.job_id = 0;

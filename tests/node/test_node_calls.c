@@ -18,7 +18,7 @@
 static node *n;
 static int procs0, mounts0, cgroups0;
 static const char *cgroot;
-static unsigned uid_lo = 1u << 28, uid_hi = (1u << 28) + (256u << 16);
+static unsigned uid_lo, uid_hi; /* this node's sandbox host ids */
 
 static const char *
 cgroup_mount(void)
@@ -35,6 +35,11 @@ TEST(setup)
 	mounts0 = kt_count_mounts();
 	cgroups0 = kt_count_cgroups(cgroot);
 	n = kt_node_start(NULL);
+	node_stats st;
+	node_get_stats(n, &st);
+	uid_lo = st.uid_base;
+	uid_hi = st.uid_base + st.uid_count;
+	ASSERT_GE(uid_lo, 1u << 28);
 	ASSERT_EQ(kt_open(n, "calls", "t1"), 0);
 }
 

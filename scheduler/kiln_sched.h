@@ -12,8 +12,8 @@
  * callbacks, and replies are sent after the lock is released. sched_new and
  * sched_free on one thread; sched_stop from any thread.
  */
-#ifndef SCHED_SCHED_H
-#define SCHED_SCHED_H
+#ifndef KILN_SCHED_H
+#define KILN_SCHED_H
 
 #include <stdbool.h>
 #include <stdint.h>
