@@ -24,8 +24,8 @@ kl_hist_bucket_of(uint64_t v)
 	int msb = 63 - __builtin_clzll(v); /* >= SUB */
 	if (msb >= KL_HIST_MAXLOG)
 		return KL_HIST_BUCKETS - 1;
-	int shift = msb - KL_HIST_SUB + 1;  /* >= 1 */
-	int sub = (int)(v >> shift);        /* in [2^(SUB-1), 2^SUB) */
+	int shift = msb - KL_HIST_SUB + 1; /* >= 1 */
+	int sub = (int)(v >> shift);       /* in [2^(SUB-1), 2^SUB) */
 	return (shift << (KL_HIST_SUB - 1)) + sub;
 }
 

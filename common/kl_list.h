@@ -13,7 +13,10 @@ typedef struct kl_list {
 	struct kl_list *next, *prev;
 } kl_list;
 
-#define KL_LIST_INIT(name) {&(name), &(name)}
+#define KL_LIST_INIT(name)       \
+	{                        \
+		&(name), &(name) \
+	}
 
 static inline void
 kl_list_init(kl_list *l)
@@ -72,12 +75,12 @@ kl_list_pop(kl_list *head)
 	return n;
 }
 
-#define kl_list_entry(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define kl_list_entry(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define kl_list_for_each(pos, head) for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
 
-#define kl_list_for_each_safe(pos, tmp, head)                                                     \
-	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                           \
+#define kl_list_for_each_safe(pos, tmp, head)                            \
+	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); \
 	     (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

@@ -43,10 +43,14 @@ kl_log_write(int level, const char *component, const char *fmt, ...)
 	struct tm tm;
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
-	int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ",
-			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			 tm.tm_sec, (long)(tv.tv_usec / 1000),
-			 names[level < 0 ? 0 : level > 3 ? 3 : level], component);
+	int n = snprintf(line, sizeof line,
+	                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ", tm.tm_year + 1900,
+	                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	                 (long)(tv.tv_usec / 1000),
+	                 names[level < 0   ? 0
+	                       : level > 3 ? 3
+	                                   : level],
+	                 component);
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

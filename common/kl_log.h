@@ -18,10 +18,10 @@ void kl_log_write(int level, const char *component, const char *fmt, ...) KL_PRI
 /* Set from a name (error|warn|info|debug); returns -EINVAL for an unknown name. */
 int kl_log_set_level(const char *name);
 
-#define KL_LOG(level, component, ...)                                                              \
-	do {                                                                                       \
-		if (kl_unlikely((level) <= kl_log_level))                                          \
-			kl_log_write((level), (component), __VA_ARGS__);                           \
+#define KL_LOG(level, component, ...)                                    \
+	do {                                                             \
+		if (kl_unlikely((level) <= kl_log_level))                \
+			kl_log_write((level), (component), __VA_ARGS__); \
 	} while (0)
 
 #endif

@@ -71,7 +71,7 @@ kl_env_encode_as(Kiln__Envelope *e, uint32_t version, uint8_t **ret, size_t *ret
 
 int
 kl_env_encode_error(Kiln__Code code, const char *msg, uint32_t retry_after_ms, uint8_t **ret,
-		    size_t *ret_len)
+                    size_t *ret_len)
 {
 	Kiln__ErrorReply er = KILN__ERROR_REPLY__INIT;
 	er.code = code;
@@ -99,10 +99,20 @@ kl_env_strerror(int err)
 }
 
 static const char *const code_names[] = {
-	"OK",		    "TOOL_ERROR",	 "INVALID_ARGUMENT", "NOT_FOUND",
-	"PERMISSION_DENIED", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED",
-	"CANCELLED",	    "NODE_LOST",	 "UNAVAILABLE",	     "VERSION_MISMATCH",
-	"FAILED_PRECONDITION", "INTERNAL",
+        "OK",
+        "TOOL_ERROR",
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "RESOURCE_EXHAUSTED",
+        "DEADLINE_EXCEEDED",
+        "CANCELLED",
+        "NODE_LOST",
+        "UNAVAILABLE",
+        "VERSION_MISMATCH",
+        "FAILED_PRECONDITION",
+        "INTERNAL",
 };
 
 const char *

@@ -21,7 +21,7 @@
  * is not ours; *ret_version tells which), -EBADMSG (not a valid Envelope or no
  * body). On success *ret must be freed with kiln__envelope__free_unpacked(e, NULL). */
 int kl_env_decode(const void *buf, size_t len, size_t max, Kiln__Envelope **ret,
-		  uint32_t *ret_version);
+                  uint32_t *ret_version);
 /* The version field of an encoded envelope without parsing the rest (0 if absent,
  * -EBADMSG if the bytes cannot be an envelope). */
 int64_t kl_env_peek_version(const void *buf, size_t len);
@@ -31,7 +31,7 @@ int kl_env_encode(Kiln__Envelope *e, uint8_t **ret, size_t *ret_len);
 int kl_env_encode_as(Kiln__Envelope *e, uint32_t version, uint8_t **ret, size_t *ret_len);
 /* Packs an ErrorReply envelope (for answering undecodable input). */
 int kl_env_encode_error(Kiln__Code code, const char *msg, uint32_t retry_after_ms, uint8_t **ret,
-			size_t *ret_len);
+                        size_t *ret_len);
 /* Human text for a decode error: "message too large (N > M bytes)" etc. */
 const char *kl_env_strerror(int err);
 

@@ -14,13 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define KL_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define KL_MIN(a, b)     ((a) < (b) ? (a) : (b))
-#define KL_MAX(a, b)     ((a) > (b) ? (a) : (b))
-#define kl_likely(x)     __builtin_expect(!!(x), 1)
-#define kl_unlikely(x)   __builtin_expect(!!(x), 0)
-#define kl_container_of(ptr, type, member)                                                         \
-	((type *)((char *)(ptr) - offsetof(type, member)))
+#define KL_ARRAY_SIZE(a)                   (sizeof(a) / sizeof((a)[0]))
+#define KL_MIN(a, b)                       ((a) < (b) ? (a) : (b))
+#define KL_MAX(a, b)                       ((a) > (b) ? (a) : (b))
+#define kl_likely(x)                       __builtin_expect(!!(x), 1)
+#define kl_unlikely(x)                     __builtin_expect(!!(x), 0)
+#define kl_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define KL_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define KL_UNUSED       __attribute__((unused))
@@ -45,17 +44,17 @@ kl_closep(int *fd)
 #define _cleanup_close_ __attribute__((cleanup(kl_closep)))
 
 /* Take ownership out of a cleanup variable. */
-#define steal_ptr(p)                                                                               \
-	({                                                                                         \
-		__typeof__(p) _tmp = (p);                                                          \
-		(p) = NULL;                                                                        \
-		_tmp;                                                                              \
+#define steal_ptr(p)                      \
+	({                                \
+		__typeof__(p) _tmp = (p); \
+		(p) = NULL;               \
+		_tmp;                     \
 	})
-#define steal_fd(fd)                                                                               \
-	({                                                                                         \
-		int _tmp = (fd);                                                                   \
-		(fd) = -1;                                                                         \
-		_tmp;                                                                              \
+#define steal_fd(fd)             \
+	({                       \
+		int _tmp = (fd); \
+		(fd) = -1;       \
+		_tmp;            \
 	})
 
 /* Close if valid and set to -1. */

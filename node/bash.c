@@ -27,12 +27,11 @@
 
 #define BASH_CMD_MAX (1u << 20)
 
-static const char driver[] =
-	"while builtin read -r __kiln_t <&200; do\n"
-	"  IFS= builtin read -r -d '' __kiln_cmd </proc/self/fd/202\n"
-	"  builtin eval \"$__kiln_cmd\" </dev/null 200<&- 201>&- 202<&-\n"
-	"  builtin printf '%d\\n' \"$?\" >&201\n"
-	"done\n";
+static const char driver[] = "while builtin read -r __kiln_t <&200; do\n"
+                             "  IFS= builtin read -r -d '' __kiln_cmd </proc/self/fd/202\n"
+                             "  builtin eval \"$__kiln_cmd\" </dev/null 200<&- 201>&- 202<&-\n"
+                             "  builtin printf '%d\\n' \"$?\" >&201\n"
+                             "done\n";
 
 static void shell_read(shell *sh);
 static void status_read(shell *sh);
@@ -96,8 +95,8 @@ shell_spawn(session *s)
 	sh->out_r = sh->status_r = sh->trig_w = sh->memfd = -1;
 	sh->pending_status = -1;
 	size_t cap = s->lim.output_bytes && s->lim.output_bytes < BASH_OUTPUT_CAP
-			     ? s->lim.output_bytes
-			     : BASH_OUTPUT_CAP;
+	                     ? s->lim.output_bytes
+	                     : BASH_OUTPUT_CAP;
 	kl_tail_init(&sh->tail, cap);
 	sh->buf = kl_xmalloc(CHUNK);
 	s->sh = sh;
@@ -113,11 +112,15 @@ shell_spawn(session *s)
 		kl_close(&pt[0]), kl_close(&pt[1]);
 		return r;
 	}
-	int fds[6] = {fcntl(sh->leaf_fd, F_DUPFD_CLOEXEC, 3), po[1], fcntl(po[1], F_DUPFD_CLOEXEC, 3),
-		      pt[0], ps[1], fcntl(sh->memfd, F_DUPFD_CLOEXEC, 3)};
+	int fds[6] = {fcntl(sh->leaf_fd, F_DUPFD_CLOEXEC, 3),
+	              po[1],
+	              fcntl(po[1], F_DUPFD_CLOEXEC, 3),
+	              pt[0],
+	              ps[1],
+	              fcntl(sh->memfd, F_DUPFD_CLOEXEC, 3)};
 	int32_t map[6] = {-1, 1, 2, 200, 201, 202};
-	static const char *const argv[] = {"/bin/bash", "--noprofile", "--norc", "-c", driver,
-					   "kiln-shell", NULL};
+	static const char *const argv[] = {"/bin/bash", "--noprofile", "--norc", "-c",
+	                                   driver,      "kiln-shell",  NULL};
 	sh->out_r = po[0];
 	sh->status_r = ps[0];
 	sh->trig_w = pt[1];
@@ -228,7 +231,7 @@ status_read(shell *sh)
 	node *n = sh->s->n;
 	struct io_uring_sqe *sqe = loop_sqe(&n->loop);
 	io_uring_prep_read(sqe, sh->status_r, sh->st + sh->stlen,
-			   (unsigned)(sizeof sh->st - 1 - sh->stlen), (uint64_t)-1);
+	                   (unsigned)(sizeof sh->st - 1 - sh->stlen), (uint64_t)-1);
 	loop_bind(&n->loop, sqe, &sh->st_op, st_done, &sh->ref);
 }
 
@@ -394,10 +397,11 @@ bash_result(call *c, Kiln__ToolResult *r, char *msg, size_t msglen)
 		if (WIFSIGNALED(sh->wstatus))
 			r->signal = WTERMSIG(sh->wstatus);
 		snprintf(msg, msglen,
-			 "the shell exited (status %d); the next call starts a new shell",
-			 r->exit_code);
+		         "the shell exited (status %d); the next call starts a new shell",
+		         r->exit_code);
 	}
 	if (r->oom_killed)
-		snprintf(msg, msglen, "killed by the out-of-memory killer (memory limit %llu bytes)",
-			 (unsigned long long)c->s->lim.memory_bytes);
+		snprintf(msg, msglen,
+		         "killed by the out-of-memory killer (memory limit %llu bytes)",
+		         (unsigned long long)c->s->lim.memory_bytes);
 }

@@ -26,17 +26,17 @@
 #define EXIT_GRACE_MS 2000 /* after the main process exits, longest wait for pipe EOF */
 
 static const char *const base_env[] = {
-	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	"HOME=/workspace",
-	"USER=root",
-	"LOGNAME=root",
-	"SHELL=/bin/bash",
-	"TERM=dumb",
-	"LANG=C.UTF-8",
-	"TMPDIR=/tmp",
-	"PAGER=cat",
-	"GIT_PAGER=cat",
-	NULL,
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/workspace",
+        "USER=root",
+        "LOGNAME=root",
+        "SHELL=/bin/bash",
+        "TERM=dumb",
+        "LANG=C.UTF-8",
+        "TMPDIR=/tmp",
+        "PAGER=cat",
+        "GIT_PAGER=cat",
+        NULL,
 };
 
 const char *const *
@@ -70,15 +70,14 @@ void
 graveyard_sweep(node *n, bool force)
 {
 	kl_list *p, *tmp;
-	kl_list_for_each_safe(p, tmp, &n->graveyard)
-	{
+	kl_list_for_each_safe (p, tmp, &n->graveyard) {
 		graveyard_ent *g = kl_list_entry(p, graveyard_ent, link);
 		int r = force ? cg_remove_tree(g->parentfd, g->name, 2000)
-			      : cg_remove_tree(g->parentfd, g->name, 0);
+		              : cg_remove_tree(g->parentfd, g->name, 0);
 		if (r == 0 || r == -ENOENT || force) {
 			if (r < 0 && r != -ENOENT)
-				KL_LOG(KL_WARN, NODE_COMPONENT, "cgroup %s not removed: %s", g->name,
-				       strerror(-r));
+				KL_LOG(KL_WARN, NODE_COMPONENT, "cgroup %s not removed: %s",
+				       g->name, strerror(-r));
 			kl_list_del(&g->link);
 			close(g->parentfd);
 			free(g);
@@ -89,8 +88,8 @@ graveyard_sweep(node *n, bool force)
 /* ---- replies ---- */
 
 void
-call_reply_error(node *n, uint64_t job_id, node_reply_fn *fn, void *arg, int code,
-		 const char *fmt, ...)
+call_reply_error(node *n, uint64_t job_id, node_reply_fn *fn, void *arg, int code, const char *fmt,
+                 ...)
 {
 	char msg[512];
 	va_list ap;
@@ -177,9 +176,11 @@ call_submit(node *n, Kiln__NodeWork *w, node_reply_fn *fn, void *arg)
 	} else if (n->admitted >= n->cfg.max_calls) {
 		code = KILN__CODE__RESOURCE_EXHAUSTED, why = "node is at its concurrent call limit";
 	} else if (s->nqueued >= n->cfg.max_queue_per_session) {
-		code = KILN__CODE__RESOURCE_EXHAUSTED, why = "too many calls queued for this session";
+		code = KILN__CODE__RESOURCE_EXHAUSTED,
+		why = "too many calls queued for this session";
 	} else if (tc->deadline_unix_ms && tc->deadline_unix_ms <= kl_wall_ms()) {
-		code = KILN__CODE__DEADLINE_EXCEEDED, why = "deadline passed before the call started";
+		code = KILN__CODE__DEADLINE_EXCEEDED,
+		why = "deadline passed before the call started";
 	}
 	if (code) {
 		call_reply_error(n, job, fn, arg, code, "%s", why);
@@ -225,8 +226,7 @@ void
 call_cancel(node *n, uint64_t job_id)
 {
 	kl_list *p;
-	kl_list_for_each(p, &n->session_list)
-	{
+	kl_list_for_each (p, &n->session_list) {
 		session *s = kl_list_entry(p, session, link);
 		if (s->cur && s->cur->tc->job_id == job_id) {
 			s->cur->cancelled = true;
@@ -234,8 +234,7 @@ call_cancel(node *n, uint64_t job_id)
 			return;
 		}
 		kl_list *q;
-		kl_list_for_each(q, &s->queue)
-		{
+		kl_list_for_each (q, &s->queue) {
 			call *c = kl_list_entry(q, call, link);
 			if (c->tc->job_id != job_id)
 				continue;
@@ -243,7 +242,7 @@ call_cancel(node *n, uint64_t job_id)
 			s->nqueued--;
 			n->admitted--;
 			call_reply_error(n, job_id, c->fn, c->arg, KILN__CODE__CANCELLED,
-					 "cancelled before it started");
+			                 "cancelled before it started");
 			c->s = NULL;
 			node_ref_put(&s->ref);
 			call_free(c);
@@ -362,8 +361,9 @@ exec_result(call *c, Kiln__ToolResult *r, char *msg, size_t msglen)
 			r->signal = WTERMSIG(c->wstatus);
 	}
 	if (r->oom_killed)
-		snprintf(msg, msglen, "killed by the out-of-memory killer (memory limit %llu bytes)",
-			 (unsigned long long)c->s->lim.memory_bytes);
+		snprintf(msg, msglen,
+		         "killed by the out-of-memory killer (memory limit %llu bytes)",
+		         (unsigned long long)c->s->lim.memory_bytes);
 }
 
 void
@@ -397,8 +397,8 @@ call_finish(call *c)
 		r.code = KILN__CODE__CANCELLED;
 		snprintf(msg, sizeof msg, "cancelled");
 	}
-	if (r.code != KILN__CODE__OK || (r.exit_code != 0 && c->kind != CK_FILE &&
-					 c->kind != CK_FILE_WORKER))
+	if (r.code != KILN__CODE__OK ||
+	    (r.exit_code != 0 && c->kind != CK_FILE && c->kind != CK_FILE_WORKER))
 		r.is_error = true;
 	r.message = msg;
 	Kiln__NodeReply rep = KILN__NODE_REPLY__INIT;
@@ -452,7 +452,7 @@ env_overridden(const char *kv, const char *const *later[], int nlater)
 
 int
 call_spawn(call *c, session *s, const char *const *argv, const char *const *extra_env,
-	   const int *fds, const int32_t *map, int nfds, uint64_t *ret_id)
+           const int *fds, const int32_t *map, int nfds, uint64_t *ret_id)
 {
 	static uint8_t mem[KI_MAX_MSG];
 	sandbox *sb = s->sb;
@@ -472,9 +472,9 @@ call_spawn(call *c, session *s, const char *const *argv, const char *const *extr
 		ki_put_str(&m, KT_CWD, c->tc->exec->cwd);
 	uint64_t nproc = s->lim.pids ? s->lim.pids : 4096;
 	struct ki_rlimit rl[] = {
-		{RLIMIT_NPROC, 0, nproc, nproc},
-		{RLIMIT_NOFILE, 0, 4096, 65536},
-		{RLIMIT_CORE, 0, 0, 0},
+	        {RLIMIT_NPROC, 0, nproc, nproc},
+	        {RLIMIT_NOFILE, 0, 4096, 65536},
+	        {RLIMIT_CORE, 0, 0, 0},
 	};
 	for (size_t i = 0; i < KL_ARRAY_SIZE(rl); i++)
 		ki_put(&m, KT_RLIMIT, &rl[i], sizeof rl[i], NULL, 0);
@@ -538,7 +538,7 @@ stdin_done(node_op *op, int res, uint32_t flags)
 		if (c->in_off < in->stdin.len) {
 			struct io_uring_sqe *sqe = loop_sqe(&c->n->loop);
 			io_uring_prep_write(sqe, c->in_w, in->stdin.data + c->in_off,
-					    (unsigned)(in->stdin.len - c->in_off), (uint64_t)-1);
+			                    (unsigned)(in->stdin.len - c->in_off), (uint64_t)-1);
 			loop_bind(&c->n->loop, sqe, &c->in_op, stdin_done, &c->ref);
 			return;
 		}
@@ -551,7 +551,8 @@ grace_done(node_op *op, int res, uint32_t flags)
 {
 	call *c = kl_container_of(op, call, grace_op);
 	if (res == -ETIME && !c->done) {
-		KL_LOG(KL_WARN, NODE_COMPONENT, "job=%llu: output pipes still open %d ms after exit",
+		KL_LOG(KL_WARN, NODE_COMPONENT,
+		       "job=%llu: output pipes still open %d ms after exit",
 		       (unsigned long long)c->tc->job_id, EXIT_GRACE_MS);
 		call_finish(c);
 	}
@@ -575,7 +576,7 @@ call_on_init_msg(call *c, const struct ki_hdr *h, const uint8_t *msg, uint32_t l
 		c->spawn_err = h->a ? h->a : EIO;
 		c->spawn_stage = h->b;
 		kl_strlcpy(c->spawn_text, r && ki_str_ok(r) ? ki_data(r) : "exec",
-			   sizeof c->spawn_text);
+		           sizeof c->spawn_text);
 		c->exited = true;
 		/* init closed its copies of the pipes: EOF follows. */
 		maybe_done(c);
@@ -660,7 +661,7 @@ exec_start(call *c)
 	if (c->in_w >= 0) {
 		struct io_uring_sqe *sqe = loop_sqe(&c->n->loop);
 		io_uring_prep_write(sqe, c->in_w, in->stdin.data, (unsigned)in->stdin.len,
-				    (uint64_t)-1);
+		                    (uint64_t)-1);
 		loop_bind(&c->n->loop, sqe, &c->in_op, stdin_done, &c->ref);
 	}
 }

@@ -25,12 +25,12 @@ long kl_clone3(struct clone_args *args, size_t size, int (*fn)(void *), void *ar
 
 /* Raw syscalls returning -errno, never touching errno. */
 long kl_syscall6(long n, long a, long b, long c, long d, long e, long f);
-#define kl_sys0(n)                kl_syscall6((n), 0, 0, 0, 0, 0, 0)
-#define kl_sys1(n, a)             kl_syscall6((n), (long)(a), 0, 0, 0, 0, 0)
-#define kl_sys2(n, a, b)          kl_syscall6((n), (long)(a), (long)(b), 0, 0, 0, 0)
-#define kl_sys3(n, a, b, c)       kl_syscall6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
-#define kl_sys4(n, a, b, c, d)    kl_syscall6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
-#define kl_sys5(n, a, b, c, d, e)                                                                  \
+#define kl_sys0(n)             kl_syscall6((n), 0, 0, 0, 0, 0, 0)
+#define kl_sys1(n, a)          kl_syscall6((n), (long)(a), 0, 0, 0, 0, 0)
+#define kl_sys2(n, a, b)       kl_syscall6((n), (long)(a), (long)(b), 0, 0, 0, 0)
+#define kl_sys3(n, a, b, c)    kl_syscall6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define kl_sys4(n, a, b, c, d) kl_syscall6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define kl_sys5(n, a, b, c, d, e) \
 	kl_syscall6((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
 
 #endif

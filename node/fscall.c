@@ -51,8 +51,7 @@ fscall_result(call *c, Kiln__ToolResult *r, char *msg, size_t msglen)
 
 static void fs_write_step(call *c);
 
-static void
-fs_done(node_op *op, int res, uint32_t flags);
+static void fs_done(node_op *op, int res, uint32_t flags);
 
 static void
 fs_submit(call *c, int step, struct io_uring_sqe *sqe)
@@ -83,7 +82,7 @@ fs_write_step(call *c)
 	struct io_uring_sqe *sqe = loop_sqe(&c->n->loop);
 	if (c->in_off < c->rlen) {
 		io_uring_prep_write(sqe, c->w.tmpfd, c->data + c->in_off,
-				    (unsigned)KL_MIN(c->rlen - c->in_off, 1u << 30), c->in_off);
+		                    (unsigned)KL_MIN(c->rlen - c->in_off, 1u << 30), c->in_off);
 		fs_submit(c, FS_WRITE, sqe);
 		return;
 	}
@@ -129,7 +128,7 @@ fs_after_read(call *c)
 	if (tc->tool_case == KILN__TOOL_CALL__TOOL_READ) {
 		size_t off, len;
 		if (fs_view_slice((const char *)c->data, c->rlen, tc->read->view_range,
-				  tc->read->n_view_range, &off, &len, f) == 0) {
+		                  tc->read->n_view_range, &off, &len, f) == 0) {
 			f->code = KILN__CODE__OK;
 			f->text = kl_xstrndup((const char *)c->data + off, len);
 			f->text_len = len;
@@ -143,8 +142,8 @@ fs_after_read(call *c)
 	size_t outlen;
 	uint32_t count;
 	if (fs_replace((const char *)c->data, c->rlen, in->old_string, strlen(in->old_string),
-		       in->new_string, strlen(in->new_string), in->replace_all, in->file_path, &out,
-		       &outlen, &count, f) < 0) {
+	               in->new_string, strlen(in->new_string), in->replace_all, in->file_path, &out,
+	               &outlen, &count, f) < 0) {
 		call_finish(c);
 		return;
 	}
@@ -154,7 +153,7 @@ fs_after_read(call *c)
 	f->replacements = count;
 	f->code = KILN__CODE__OK;
 	f->message = kl_xasprintf("Replaced %u occurrence%s in %s", count, count == 1 ? "" : "s",
-				  in->file_path);
+	                          in->file_path);
 	fs_start_write(c);
 }
 
@@ -163,7 +162,7 @@ fs_read_more(call *c)
 {
 	struct io_uring_sqe *sqe = loop_sqe(&c->n->loop);
 	io_uring_prep_read(sqe, c->rfd, c->data + c->rlen, (unsigned)(c->rsize + 1 - c->rlen),
-			   c->rlen);
+	                   c->rlen);
 	fs_submit(c, FS_READ, sqe);
 }
 
@@ -196,8 +195,8 @@ fs_done(node_op *op, int res, uint32_t flags)
 		kl_close(&c->rfd);
 		if (c->rlen > FS_READ_MAX) {
 			fs_fail(&c->fres, KILN__CODE__TOOL_ERROR,
-				"%s is larger than %u KiB; read a slice with head, tail or sed",
-				c->path, FS_READ_MAX >> 10);
+			        "%s is larger than %u KiB; read a slice with head, tail or sed",
+			        c->path, FS_READ_MAX >> 10);
 			call_finish(c);
 			return;
 		}
@@ -242,7 +241,7 @@ fs_start_ring(call *c)
 		Kiln__WriteInput *in = tc->write;
 		if (in->content.len > FS_WRITE_MAX) {
 			fs_fail(&c->fres, KILN__CODE__INVALID_ARGUMENT,
-				"content is larger than %u MiB", FS_WRITE_MAX >> 20);
+			        "content is larger than %u MiB", FS_WRITE_MAX >> 20);
 			call_finish(c);
 			return;
 		}
@@ -258,7 +257,7 @@ fs_start_ring(call *c)
 		return;
 	}
 	const char *p = tc->tool_case == KILN__TOOL_CALL__TOOL_READ ? tc->read->file_path
-								     : tc->edit->file_path;
+	                                                            : tc->edit->file_path;
 	if (tc->tool_case == KILN__TOOL_CALL__TOOL_EDIT && !*tc->edit->old_string) {
 		fs_fail(&c->fres, KILN__CODE__INVALID_ARGUMENT, "old_string must not be empty");
 		call_finish(c);

@@ -73,19 +73,20 @@ on_request(lctx *c)
 	if (r < 0 || e->msg_case != KILN__ENVELOPE__MSG_NODE_WORK) {
 		char msg[160];
 		snprintf(msg, sizeof msg, "%s",
-			 r == -EPROTO ? "protocol version mismatch"
-			 : r < 0      ? kl_env_strerror(r)
-				      : "not a NodeWork message");
+		         r == -EPROTO ? "protocol version mismatch"
+		         : r < 0      ? kl_env_strerror(r)
+		                      : "not a NodeWork message");
 		kl_env_encode_error(r == -EPROTO ? KILN__CODE__VERSION_MISMATCH
-						 : KILN__CODE__INVALID_ARGUMENT,
-				    msg, 0, &buf, &len);
+		                                 : KILN__CODE__INVALID_ARGUMENT,
+		                    msg, 0, &buf, &len);
 		send_bytes(c, buf, len);
 	} else if (e->node_work->work_case == KILN__NODE_WORK__WORK_CANCEL) {
 		node_submit(c->l->n, e->node_work, NULL, NULL);
 		kl_env_encode_error(KILN__CODE__OK, "cancel requested", 0, &buf, &len);
 		send_bytes(c, buf, len);
 	} else if ((r = node_submit(c->l->n, e->node_work, on_reply, c)) < 0) {
-		kl_env_encode_error(KILN__CODE__UNAVAILABLE, "node is shutting down", 0, &buf, &len);
+		kl_env_encode_error(KILN__CODE__UNAVAILABLE, "node is shutting down", 0, &buf,
+		                    &len);
 		send_bytes(c, buf, len);
 	}
 	if (e)

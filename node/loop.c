@@ -21,7 +21,7 @@ loop_init(node_loop *l, unsigned entries)
 	memset(l, 0, sizeof *l);
 	memset(&p, 0, sizeof p);
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE |
-		  IORING_SETUP_R_DISABLED;
+	          IORING_SETUP_R_DISABLED;
 	p.cq_entries = entries * 4;
 	int r = io_uring_queue_init_params(entries, &l->ring, &p);
 	if (r == -EINVAL) { /* older kernel: plain ring */
@@ -39,7 +39,8 @@ loop_enable(node_loop *l)
 	if (!(l->ring.flags & IORING_SETUP_R_DISABLED))
 		return 0;
 	/* liburing 2.3 has no io_uring_enable_rings(): register directly. */
-	long r = syscall(__NR_io_uring_register, l->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+	long r = syscall(__NR_io_uring_register, l->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+	                 NULL, 0);
 	return r < 0 ? -errno : 0;
 }
 
@@ -118,7 +119,7 @@ loop_run_once(node_loop *l, int timeout_ms)
 	struct io_uring_cqe *cqe;
 	struct __kernel_timespec ts = {timeout_ms / 1000, (long long)(timeout_ms % 1000) * 1000000};
 	int r = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, timeout_ms >= 0 ? &ts : NULL,
-						 NULL);
+	                                         NULL);
 	if (r < 0 && r != -ETIME && r != -EINTR)
 		return r;
 	int n = 0;

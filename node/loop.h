@@ -41,8 +41,8 @@ typedef void node_op_cb(node_op *op, int res, uint32_t cqe_flags);
 
 struct node_op {
 	node_op_cb *cb;
-	node_ref *owner; /* may be NULL for ops owned by the loop's creator */
-	bool busy;       /* submitted and not completed */
+	node_ref *owner;             /* may be NULL for ops owned by the loop's creator */
+	bool busy;                   /* submitted and not completed */
 	struct __kernel_timespec ts; /* for timeout ops */
 };
 
@@ -63,7 +63,7 @@ void loop_fini(node_loop *l);
 struct io_uring_sqe *loop_sqe(node_loop *l);
 /* Bind a prepared SQE to op: sets user_data, marks busy, takes a ref on owner. */
 void loop_bind(node_loop *l, struct io_uring_sqe *sqe, node_op *op, node_op_cb *cb,
-	       node_ref *owner);
+               node_ref *owner);
 /* A relative timeout of ms milliseconds. */
 void loop_timeout(node_loop *l, node_op *op, uint64_t ms, node_op_cb *cb, node_ref *owner);
 /* Ask the kernel to cancel op if it is in flight (its callback still runs). */

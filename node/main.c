@@ -33,34 +33,38 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kiln-node [options]\n"
-		"\n"
-		"Runs tool calls in pools of pre-warmed sandboxes. Join a cluster with\n"
-		"--scheduler, or serve calls directly with --listen (local addresses only).\n"
-		"\n"
-		"  --scheduler URL          the scheduler's node address (tcp://host:7070)\n"
-		"  --token-file FILE        file holding the cluster's join token\n"
-		"  --listen URL             serve NodeWork requests directly (ipc:// or 127.0.0.1)\n"
-		"  --name NAME              node id (default: <hostname>-<n>)\n"
-		"  --label K=V              a label reported to the scheduler (repeatable)\n"
-		"  --slots N                concurrent work pulls (default: min(max-calls, 64))\n"
-		"  --max-sessions N         sessions this node holds at most (default 1024)\n"
-		"  --max-calls N            calls queued or running at most (default 256)\n"
-		"  --warm N                 idle sandboxes kept ready for the default template (4)\n"
-		"  --template NAME:DIR:N    another template: base image DIR, N kept warm\n"
-		"  --refill-rate N          sandboxes created per second at most (500)\n"
-		"  --no-cold-start          fail session opens when the pool is empty\n"
-		"  --workspace SIZE         default /workspace size in MiB (1024)\n"
-		"  --memory SIZE            default session memory limit in MiB (1024)\n"
-		"  --pids N                 default session pids limit (512)\n"
-		"  --grace-ms N             shutdown grace for running calls (10000)\n"
-		"  --cgroup-root PATH       delegated cgroup v2 directory (default: our own cgroup)\n"
-		"  --init PATH              the kiln-sandbox-init binary (default: beside kiln-node)\n"
-		"  --allow-unenforced-limits  run where memory/pids limits cannot be enforced;\n"
-		"                           every result then says limits_enforced=false\n"
-		"  --log LEVEL              error|warn|info|debug\n"
-		"  --protocol-version N     (testing) speak another protocol version\n"
-		"  -h, --help               this help\n");
+	        "usage: kiln-node [options]\n"
+	        "\n"
+	        "Runs tool calls in pools of pre-warmed sandboxes. Join a cluster with\n"
+	        "--scheduler, or serve calls directly with --listen (local addresses only).\n"
+	        "\n"
+	        "  --scheduler URL          the scheduler's node address (tcp://host:7070)\n"
+	        "  --token-file FILE        file holding the cluster's join token\n"
+	        "  --listen URL             serve NodeWork requests directly (ipc:// or "
+	        "127.0.0.1)\n"
+	        "  --name NAME              node id (default: <hostname>-<n>)\n"
+	        "  --label K=V              a label reported to the scheduler (repeatable)\n"
+	        "  --slots N                concurrent work pulls (default: min(max-calls, 64))\n"
+	        "  --max-sessions N         sessions this node holds at most (default 1024)\n"
+	        "  --max-calls N            calls queued or running at most (default 256)\n"
+	        "  --warm N                 idle sandboxes kept ready for the default template "
+	        "(4)\n"
+	        "  --template NAME:DIR:N    another template: base image DIR, N kept warm\n"
+	        "  --refill-rate N          sandboxes created per second at most (500)\n"
+	        "  --no-cold-start          fail session opens when the pool is empty\n"
+	        "  --workspace SIZE         default /workspace size in MiB (1024)\n"
+	        "  --memory SIZE            default session memory limit in MiB (1024)\n"
+	        "  --pids N                 default session pids limit (512)\n"
+	        "  --grace-ms N             shutdown grace for running calls (10000)\n"
+	        "  --cgroup-root PATH       delegated cgroup v2 directory (default: our own "
+	        "cgroup)\n"
+	        "  --init PATH              the kiln-sandbox-init binary (default: beside "
+	        "kiln-node)\n"
+	        "  --allow-unenforced-limits  run where memory/pids limits cannot be enforced;\n"
+	        "                           every result then says limits_enforced=false\n"
+	        "  --log LEVEL              error|warn|info|debug\n"
+	        "  --protocol-version N     (testing) speak another protocol version\n"
+	        "  -h, --help               this help\n");
 }
 
 static char *
@@ -103,55 +107,110 @@ static int
 parse_args(int argc, char **argv, node_config *cfg, struct opts *o)
 {
 	static const struct option lo[] = {
-		{"scheduler", 1, 0, 'S'}, {"token-file", 1, 0, 'T'}, {"listen", 1, 0, 'L'},
-		{"name", 1, 0, 'n'}, {"label", 1, 0, 'l'}, {"slots", 1, 0, 's'},
-		{"max-sessions", 1, 0, 'm'}, {"max-calls", 1, 0, 'c'}, {"warm", 1, 0, 'w'},
-		{"template", 1, 0, 't'}, {"refill-rate", 1, 0, 'r'}, {"no-cold-start", 0, 0, 'C'},
-		{"workspace", 1, 0, 'W'}, {"memory", 1, 0, 'M'}, {"pids", 1, 0, 'P'},
-		{"grace-ms", 1, 0, 'g'}, {"cgroup-root", 1, 0, 'G'}, {"init", 1, 0, 'i'},
-		{"allow-unenforced-limits", 0, 0, 'A'}, {"log", 1, 0, 'v'},
-		{"protocol-version", 1, 0, 'V'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+	        {"scheduler", 1, 0, 'S'},
+	        {"token-file", 1, 0, 'T'},
+	        {"listen", 1, 0, 'L'},
+	        {"name", 1, 0, 'n'},
+	        {"label", 1, 0, 'l'},
+	        {"slots", 1, 0, 's'},
+	        {"max-sessions", 1, 0, 'm'},
+	        {"max-calls", 1, 0, 'c'},
+	        {"warm", 1, 0, 'w'},
+	        {"template", 1, 0, 't'},
+	        {"refill-rate", 1, 0, 'r'},
+	        {"no-cold-start", 0, 0, 'C'},
+	        {"workspace", 1, 0, 'W'},
+	        {"memory", 1, 0, 'M'},
+	        {"pids", 1, 0, 'P'},
+	        {"grace-ms", 1, 0, 'g'},
+	        {"cgroup-root", 1, 0, 'G'},
+	        {"init", 1, 0, 'i'},
+	        {"allow-unenforced-limits", 0, 0, 'A'},
+	        {"log", 1, 0, 'v'},
+	        {"protocol-version", 1, 0, 'V'},
+	        {"help", 0, 0, 'h'},
+	        {0, 0, 0, 0},
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'S': o->scheduler = optarg; break;
-		case 'T': o->token_file = optarg; break;
-		case 'L': o->listen = optarg; break;
-		case 'n': cfg->name = optarg; break;
+		case 'S':
+			o->scheduler = optarg;
+			break;
+		case 'T':
+			o->token_file = optarg;
+			break;
+		case 'L':
+			o->listen = optarg;
+			break;
+		case 'n':
+			cfg->name = optarg;
+			break;
 		case 'l':
 			if (o->nlabels < 32)
 				o->labels[o->nlabels++] = optarg;
 			break;
-		case 's': o->slots = (uint32_t)atoi(optarg); break;
-		case 'm': cfg->max_sessions = (uint32_t)atoi(optarg); break;
-		case 'c': cfg->max_calls = (uint32_t)atoi(optarg); break;
-		case 'w': cfg->templates[0].target = (uint32_t)atoi(optarg); break;
+		case 's':
+			o->slots = (uint32_t)atoi(optarg);
+			break;
+		case 'm':
+			cfg->max_sessions = (uint32_t)atoi(optarg);
+			break;
+		case 'c':
+			cfg->max_calls = (uint32_t)atoi(optarg);
+			break;
+		case 'w':
+			cfg->templates[0].target = (uint32_t)atoi(optarg);
+			break;
 		case 't':
 			if (parse_template(cfg, optarg) < 0) {
 				fprintf(stderr, "kiln-node: --template wants NAME:DIR:N, got %s\n",
-					optarg);
+				        optarg);
 				return -1;
 			}
 			break;
-		case 'r': cfg->refill_per_s = (uint32_t)atoi(optarg); break;
-		case 'C': cfg->cold_start = false; break;
-		case 'W': cfg->templates[0].workspace_bytes = (uint64_t)atoll(optarg) << 20; break;
-		case 'M': cfg->templates[0].memory_bytes = (uint64_t)atoll(optarg) << 20; break;
-		case 'P': cfg->templates[0].pids = (uint32_t)atoi(optarg); break;
-		case 'g': cfg->shutdown_grace_ms = (uint32_t)atoi(optarg); break;
-		case 'G': cfg->cgroup_root = optarg; break;
-		case 'i': cfg->init_path = optarg; break;
-		case 'A': cfg->allow_unenforced_limits = true; break;
+		case 'r':
+			cfg->refill_per_s = (uint32_t)atoi(optarg);
+			break;
+		case 'C':
+			cfg->cold_start = false;
+			break;
+		case 'W':
+			cfg->templates[0].workspace_bytes = (uint64_t)atoll(optarg) << 20;
+			break;
+		case 'M':
+			cfg->templates[0].memory_bytes = (uint64_t)atoll(optarg) << 20;
+			break;
+		case 'P':
+			cfg->templates[0].pids = (uint32_t)atoi(optarg);
+			break;
+		case 'g':
+			cfg->shutdown_grace_ms = (uint32_t)atoi(optarg);
+			break;
+		case 'G':
+			cfg->cgroup_root = optarg;
+			break;
+		case 'i':
+			cfg->init_path = optarg;
+			break;
+		case 'A':
+			cfg->allow_unenforced_limits = true;
+			break;
 		case 'v':
 			if (kl_log_set_level(optarg) < 0) {
 				fprintf(stderr, "kiln-node: unknown log level %s\n", optarg);
 				return -1;
 			}
 			break;
-		case 'V': o->protocol_version = (uint32_t)atoi(optarg); break;
-		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); return -1;
+		case 'V':
+			o->protocol_version = (uint32_t)atoi(optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -1;
 		}
 	}
 	if (optind < argc) {
@@ -160,7 +219,7 @@ parse_args(int argc, char **argv, node_config *cfg, struct opts *o)
 	}
 	if (!o->scheduler && !o->listen) {
 		fprintf(stderr, "kiln-node: nothing to do: give --scheduler URL (with "
-				"--token-file) to join a cluster, or --listen URL\n");
+		                "--token-file) to join a cluster, or --listen URL\n");
 		return -1;
 	}
 	return 0;
@@ -180,12 +239,12 @@ main(int argc, char **argv)
 	if (o.scheduler) {
 		if (!o.token_file) {
 			fprintf(stderr, "kiln-node: --scheduler needs --token-file with the "
-					"cluster's join token\n");
+			                "cluster's join token\n");
 			return 2;
 		}
 		if (!(token = read_token(o.token_file))) {
 			fprintf(stderr, "kiln-node: cannot read the join token from %s\n",
-				o.token_file);
+			        o.token_file);
 			return 2;
 		}
 	}
@@ -194,7 +253,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "kiln-node: limits %s%s\n", node_limits_text(the_node),
-		cfg.allow_unenforced_limits ? " (accepted: --allow-unenforced-limits)" : "");
+	        cfg.allow_unenforced_limits ? " (accepted: --allow-unenforced-limits)" : "");
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);

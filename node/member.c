@@ -18,7 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 
-#define MEMBER "member"
+#define MEMBER    "member"
 #define MAX_SLOTS 256
 
 enum { PH_REGISTER, PH_RUNNING, PH_REFUSED, PH_STOPPED };
@@ -30,7 +30,7 @@ typedef struct wslot {
 	nng_ctx ctx;
 	nng_aio *aio;
 	int state;
-	uint8_t *done;   /* packed NodeReply to deliver with the next pull */
+	uint8_t *done; /* packed NodeReply to deliver with the next pull */
 	size_t done_len;
 } wslot;
 
@@ -255,7 +255,8 @@ on_registered(node_member *m, Kiln__Envelope *e)
 {
 	if (e->msg_case == KILN__ENVELOPE__MSG_ERROR) {
 		char why[300];
-		snprintf(why, sizeof why, "%s: %s", kl_code_name(e->error->code), e->error->message);
+		snprintf(why, sizeof why, "%s: %s", kl_code_name(e->error->code),
+		         e->error->message);
 		refuse(m, why);
 		return;
 	}
@@ -401,7 +402,8 @@ on_assign(wslot *w, Kiln__Envelope *e)
 		nng_sleep_aio(1000, w->aio);
 		return;
 	}
-	Kiln__WorkAssign *a = e->msg_case == KILN__ENVELOPE__MSG_WORK_ASSIGN ? e->work_assign : NULL;
+	Kiln__WorkAssign *a =
+	        e->msg_case == KILN__ENVELOPE__MSG_WORK_ASSIGN ? e->work_assign : NULL;
 	if (a && a->code == KILN__CODE__NOT_FOUND) {
 		pthread_mutex_lock(&m->mu);
 		w->state = WS_IDLE; /* the control loop re-registers and restarts us */
@@ -469,8 +471,7 @@ work_cb(void *arg)
 /* ---- lifecycle ---- */
 
 int
-node_member_start(node *n, const node_member_cfg *cfg, node_member **ret, char *err,
-		  size_t errlen)
+node_member_start(node *n, const node_member_cfg *cfg, node_member **ret, char *err, size_t errlen)
 {
 	node_member *m = kl_xcalloc(1, sizeof *m);
 	node_stats st;
@@ -514,7 +515,8 @@ node_member_start(node *n, const node_member_cfg *cfg, node_member **ret, char *
 	}
 	r = nng_dial(m->sock, m->url, NULL, NNG_FLAG_NONBLOCK);
 	if (r) {
-		snprintf(err, errlen, "cannot dial the scheduler at %s: %s", m->url, nng_strerror(r));
+		snprintf(err, errlen, "cannot dial the scheduler at %s: %s", m->url,
+		         nng_strerror(r));
 		node_member_stop(m);
 		return -EINVAL;
 	}

@@ -21,16 +21,16 @@
 typedef struct node_member node_member;
 
 typedef struct node_member_cfg {
-	const char *url;            /* scheduler's node address, e.g. tcp://sched:7070 */
-	const char *token;          /* join token */
-	uint32_t slots;             /* concurrent work pulls (0: the node's max_calls, at most 64) */
-	const char *const *labels;  /* "k=v" strings, NULL-terminated (may be NULL) */
-	uint32_t protocol_version;  /* 0: ours. Tests set another to see the refusal. */
+	const char *url;           /* scheduler's node address, e.g. tcp://sched:7070 */
+	const char *token;         /* join token */
+	uint32_t slots;            /* concurrent work pulls (0: the node's max_calls, at most 64) */
+	const char *const *labels; /* "k=v" strings, NULL-terminated (may be NULL) */
+	uint32_t protocol_version; /* 0: ours. Tests set another to see the refusal. */
 } node_member_cfg;
 
 /* Start membership (returns at once; registration happens in the background). */
 int node_member_start(node *n, const node_member_cfg *cfg, node_member **ret, char *err,
-		      size_t errlen);
+                      size_t errlen);
 /* Stop pulling and close the socket; waits for callbacks to finish. */
 void node_member_stop(node_member *m);
 /* True (and the reason) when the scheduler refused this node for good. */

@@ -109,7 +109,7 @@ find_init(node *n, char *err, size_t errlen)
 	n->init_fd = open(p, O_PATH | O_CLOEXEC);
 	if (n->init_fd < 0) {
 		snprintf(err, errlen, "sandbox init %s: %s (set KILN_INIT or --init)", p,
-			 strerror(errno));
+		         strerror(errno));
 		return -errno;
 	}
 	return 0;
@@ -120,24 +120,24 @@ check_limits(node *n, char *err, size_t errlen)
 {
 	char have[64], v1[64], miss[64];
 	n->enforced = n->cgd.available & (CG_CTRL_MEMORY | CG_CTRL_PIDS | CG_CTRL_CPU);
-	n->limits_enforced = (n->enforced & (CG_CTRL_MEMORY | CG_CTRL_PIDS)) ==
-			     (CG_CTRL_MEMORY | CG_CTRL_PIDS);
+	n->limits_enforced =
+	        (n->enforced & (CG_CTRL_MEMORY | CG_CTRL_PIDS)) == (CG_CTRL_MEMORY | CG_CTRL_PIDS);
 	unsigned missing = (CG_CTRL_MEMORY | CG_CTRL_PIDS | CG_CTRL_CPU) & ~n->enforced;
 	cg_ctrl_names(n->enforced, have, sizeof have);
 	cg_ctrl_names(missing, miss, sizeof miss);
 	cg_ctrl_names(n->cgd.v1_bound, v1, sizeof v1);
 	snprintf(n->limits_text, sizeof n->limits_text, "enforced: %s; not enforceable: %s%s%s%s",
-		 *have ? have : "none", *miss ? miss : "none",
-		 *v1 ? " (bound to cgroup v1: " : "", v1, *v1 ? ")" : "");
+	         *have ? have : "none", *miss ? miss : "none", *v1 ? " (bound to cgroup v1: " : "",
+	         v1, *v1 ? ")" : "");
 	if (n->limits_enforced || n->cfg.allow_unenforced_limits)
 		return 0;
 	snprintf(err, errlen,
-		 "this host cannot enforce sandbox memory and pids limits: cgroup v2 at %s%s "
-		 "offers [%s]%s%s%s. Run the node where its cgroup v2 subtree has the memory "
-		 "and pids controllers, or start it with --allow-unenforced-limits (then every "
-		 "result says limits_enforced=false)",
-		 n->cgd.mount, n->cgd.self, *have ? have : "no limit controllers",
-		 *v1 ? "; " : "", v1, *v1 ? " are held by cgroup v1" : "");
+	         "this host cannot enforce sandbox memory and pids limits: cgroup v2 at %s%s "
+	         "offers [%s]%s%s%s. Run the node where its cgroup v2 subtree has the memory "
+	         "and pids controllers, or start it with --allow-unenforced-limits (then every "
+	         "result says limits_enforced=false)",
+	         n->cgd.mount, n->cgd.self, *have ? have : "no limit controllers", *v1 ? "; " : "",
+	         v1, *v1 ? " are held by cgroup v1" : "");
 	return -EOPNOTSUPP;
 }
 
@@ -181,7 +181,7 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 	r = cg_tree_open(&n->cgd, n->name, n->enforced, cfg->move_self, &n->cg);
 	if (r < 0) {
 		snprintf(err, errlen, "setting up cgroup %s/kiln-%s failed: %s", n->cgd.mount,
-			 n->name, strerror(-r));
+		         n->name, strerror(-r));
 		goto fail;
 	}
 	if (r > 0)
@@ -235,7 +235,7 @@ dispatch_work(node *n, mb_item *it)
 	Kiln__NodeWork *w = kiln__node_work__unpack(NULL, it->len, it->buf);
 	if (!w) {
 		call_reply_error(n, 0, it->fn, it->arg, KILN__CODE__INVALID_ARGUMENT,
-				 "malformed NodeWork message");
+		                 "malformed NodeWork message");
 		return;
 	}
 	switch (w->work_case) {
@@ -247,14 +247,14 @@ dispatch_work(node *n, mb_item *it)
 		break;
 	case KILN__NODE_WORK__WORK_CLOSE:
 		session_close(n, w->close->session_id, it->fn, it->arg, KILN__CODE__CANCELLED,
-			      "session closed");
+		              "session closed");
 		break;
 	case KILN__NODE_WORK__WORK_CANCEL:
 		call_cancel(n, w->cancel->job_id);
 		break;
 	default:
 		call_reply_error(n, 0, it->fn, it->arg, KILN__CODE__INVALID_ARGUMENT,
-				 "NodeWork names no work");
+		                 "NodeWork names no work");
 		break;
 	}
 	kiln__node_work__free_unpacked(w, NULL);
@@ -402,8 +402,7 @@ stop_progress(node *n)
 	uint64_t now = kl_now_ns();
 	kl_list *p, *tmp;
 	if (n->running && now >= n->stop_deadline_ns) {
-		kl_list_for_each(p, &n->session_list)
-		{
+		kl_list_for_each (p, &n->session_list) {
 			session *s = kl_list_entry(p, session, link);
 			if (s->cur && !s->cur->cancelled) {
 				s->cur->cancelled = true;
@@ -413,13 +412,11 @@ stop_progress(node *n)
 	}
 	if (n->running)
 		return;
-	kl_list_for_each_safe(p, tmp, &n->session_list)
-	{
+	kl_list_for_each_safe (p, tmp, &n->session_list) {
 		session *s = kl_list_entry(p, session, link);
 		session_close(n, s->id, NULL, NULL, KILN__CODE__UNAVAILABLE, "node shutting down");
 	}
-	kl_list_for_each_safe(p, tmp, &n->sandboxes)
-	{
+	kl_list_for_each_safe (p, tmp, &n->sandboxes) {
 		sandbox_destroy(kl_list_entry(p, sandbox, all));
 	}
 	node_maybe_finish_stop(n);
@@ -470,8 +467,7 @@ begin_stop(node *n)
 	       n->running, n->nsessions, n->cfg.shutdown_grace_ms);
 	/* Calls that have not started are refused; running ones may finish. */
 	kl_list *p;
-	kl_list_for_each(p, &n->session_list)
-	{
+	kl_list_for_each (p, &n->session_list) {
 		session *s = kl_list_entry(p, session, link);
 		kl_list *q;
 		while ((q = kl_list_pop(&s->queue))) {
@@ -479,7 +475,7 @@ begin_stop(node *n)
 			s->nqueued--;
 			n->admitted--;
 			call_reply_error(n, c->tc->job_id, c->fn, c->arg, KILN__CODE__UNAVAILABLE,
-					 "node is shutting down; the call did not start");
+			                 "node is shutting down; the call did not start");
 			c->s = NULL;
 			node_ref_put(&s->ref);
 			call_free(c);
@@ -591,7 +587,8 @@ node_free(node *n)
 	if (n->mbox.efd > 0)
 		kl_mbox_fini(&n->mbox);
 	size_t i;
-	for (kl_map_ent *e = kl_map_first(&n->tenants, &i); e; e = kl_map_next(&n->tenants, &i, e)) {
+	for (kl_map_ent *e = kl_map_first(&n->tenants, &i); e;
+	     e = kl_map_next(&n->tenants, &i, e)) {
 		tenant *t = e->val;
 		close(t->fd);
 		free(t);
@@ -622,8 +619,7 @@ list_on_loop(node *n, void *arg)
 	struct list_req *q = arg;
 	q->v = kl_xcalloc(n->nsessions + 1, sizeof *q->v);
 	kl_list *p;
-	kl_list_for_each(p, &n->session_list)
-	{
+	kl_list_for_each (p, &n->session_list) {
 		session *s = kl_list_entry(p, session, link);
 		if (s->state != SS_OPEN)
 			continue;

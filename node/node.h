@@ -29,10 +29,10 @@ typedef struct node_template_cfg {
 	 * /bin, /lib... links) plus a curated /etc, like bubblewrap; otherwise a
 	 * directory whose top-level entries are bound read-only. */
 	const char *rootfs;
-	uint32_t target;        /* idle sandboxes to keep warm */
+	uint32_t target; /* idle sandboxes to keep warm */
 	uint64_t workspace_bytes;
 	uint64_t tmp_bytes;
-	uint64_t memory_bytes;  /* default session limits (0: none) */
+	uint64_t memory_bytes; /* default session limits (0: none) */
 	uint32_t pids;
 	uint32_t cpu_millicores;
 	uint32_t call_timeout_ms;
@@ -41,23 +41,23 @@ typedef struct node_template_cfg {
 } node_template_cfg;
 
 typedef struct node_config {
-	const char *name;            /* node id; default "node-<hostname>-<k>" */
-	const char *init_path;       /* kiln-sandbox-init; default: beside the executable */
-	const char *cgroup_root;     /* absolute cgroupfs path; NULL: our own cgroup */
-	bool allow_unenforced_limits;/* run even if memory/pids limits cannot be enforced */
-	bool move_self;              /* move the node process into kiln-<name>/daemon */
+	const char *name;             /* node id; default "node-<hostname>-<k>" */
+	const char *init_path;        /* kiln-sandbox-init; default: beside the executable */
+	const char *cgroup_root;      /* absolute cgroupfs path; NULL: our own cgroup */
+	bool allow_unenforced_limits; /* run even if memory/pids limits cannot be enforced */
+	bool move_self;               /* move the node process into kiln-<name>/daemon */
 	uint32_t max_sessions;
-	uint32_t max_calls;          /* admitted calls (queued + running) across sessions */
+	uint32_t max_calls; /* admitted calls (queued + running) across sessions */
 	uint32_t max_queue_per_session;
-	uint32_t refill_per_s;       /* pool refill token bucket rate */
+	uint32_t refill_per_s; /* pool refill token bucket rate */
 	uint32_t refill_burst;
-	uint32_t max_creating;       /* sandboxes being created at once */
-	bool cold_start;             /* claim on an empty pool: create one (true) or fail */
-	uint32_t uid_base;           /* 0: pick a free range of uid_count host uids */
+	uint32_t max_creating; /* sandboxes being created at once */
+	bool cold_start;       /* claim on an empty pool: create one (true) or fail */
+	uint32_t uid_base;     /* 0: pick a free range of uid_count host uids */
 	uint32_t uid_count;
-	uint32_t shutdown_grace_ms;  /* SIGTERM: how long running calls may finish */
-	uint32_t idle_sandbox_ttl_ms;/* recycle idle pool sandboxes after this long (0: never) */
-	bool fsync_writes;           /* file tools fsync before rename */
+	uint32_t shutdown_grace_ms;   /* SIGTERM: how long running calls may finish */
+	uint32_t idle_sandbox_ttl_ms; /* recycle idle pool sandboxes after this long (0: never) */
+	bool fsync_writes;            /* file tools fsync before rename */
 	int ntemplates;
 	node_template_cfg templates[NODE_MAX_TEMPLATES];
 	const char *const *etc_entries; /* /etc entries bound into "host" roots (NULL: default) */
@@ -103,11 +103,11 @@ typedef struct node_stats {
 	uint64_t incarnation;
 	uint32_t uid_base, uid_count; /* host ids of this node's sandboxes */
 	bool limits_enforced;
-	unsigned enforced_ctrl;    /* CG_CTRL_* */
+	unsigned enforced_ctrl; /* CG_CTRL_* */
 	uint32_t sessions, running, queued, max_sessions, max_calls;
 	uint64_t calls_done, sandboxes_created, sandboxes_destroyed, cold_starts, warm_claims;
 	uint64_t create_failures;
-	double create_ms_avg;      /* mean sandbox creation time (clone to READY) */
+	double create_ms_avg; /* mean sandbox creation time (clone to READY) */
 	int ntemplates;
 	node_template_stats templates[NODE_MAX_TEMPLATES];
 	bool stopping;

@@ -25,11 +25,11 @@
 #include "loop.h"
 #include "node.h"
 
-#define NODE_COMPONENT  "node"
-#define CHUNK           (32u << 10) /* pipe read size */
-#define CLONE_STACK     (16u << 10)
+#define NODE_COMPONENT     "node"
+#define CHUNK              (32u << 10) /* pipe read size */
+#define CLONE_STACK        (16u << 10)
 #define DEFAULT_TIMEOUT_MS 120000u
-#define BASH_OUTPUT_CAP (100u << 10)
+#define BASH_OUTPUT_CAP    (100u << 10)
 
 typedef struct node node;
 typedef struct sandbox sandbox;
@@ -40,11 +40,11 @@ typedef struct call call;
 
 typedef struct tmpl {
 	node_template_cfg cfg;
-	uint8_t *config;     /* prebuilt KI_CONFIG body without the hostname record */
+	uint8_t *config; /* prebuilt KI_CONFIG body without the hostname record */
 	uint32_t config_len;
-	kl_list idle;        /* sandboxes ready to claim, oldest first */
+	kl_list idle; /* sandboxes ready to claim, oldest first */
 	uint32_t nidle, ncreating, nbusy;
-	kl_list waiters;     /* sessions waiting for a cold start */
+	kl_list waiters; /* sessions waiting for a cold start */
 } tmpl;
 
 /* ---- sandboxes (sandbox.c) ---- */
@@ -55,27 +55,27 @@ struct sandbox {
 	node_ref ref;
 	node *n;
 	tmpl *t;
-	kl_list link;         /* tmpl->idle while idle */
-	kl_list all;          /* node->sandboxes */
+	kl_list link; /* tmpl->idle while idle */
+	kl_list all;  /* node->sandboxes */
 	enum sb_state state;
 	uint32_t uid_slot;
 	uid_t uid;
 	gid_t gid;
-	pid_t pid;            /* init, in the node's pid namespace */
+	pid_t pid; /* init, in the node's pid namespace */
 	int pidfd;
-	int ctl;              /* control socket */
+	int ctl; /* control socket */
 	node_op ctl_op, pidfd_op;
-	uint8_t *rbuf;        /* KI_MAX_MSG receive buffer while claimed, small while idle */
+	uint8_t *rbuf; /* KI_MAX_MSG receive buffer while claimed, small while idle */
 	uint32_t rcap;
-	char *stack;          /* clone stack, freed once init runs */
+	char *stack; /* clone stack, freed once init runs */
 	uint64_t t_start_ns, t_idle_ns;
-	uint64_t next_id;     /* spawn/request ids */
-	session *s;           /* while claimed */
+	uint64_t next_id; /* spawn/request ids */
+	session *s;       /* while claimed */
 	bool reaped;
 	int exit_status;
 	/* claimed: */
-	int rootfd;           /* O_PATH of /proc/<pid>/root */
-	int sessfd, initfd;   /* cgroup dirs tenants/<t>/<session>, .../init */
+	int rootfd;         /* O_PATH of /proc/<pid>/root */
+	int sessfd, initfd; /* cgroup dirs tenants/<t>/<session>, .../init */
 	struct tenant *tenant;
 	uint64_t resize_id;
 };
@@ -93,8 +93,8 @@ typedef struct tenant {
 enum sh_state { SH_NONE, SH_STARTING, SH_READY, SH_DEAD };
 
 typedef struct shell {
-	node_ref ref;          /* in-flight ops hold it; freed after the last completes */
-	session *s;            /* NULL once detached (killed or replaced) */
+	node_ref ref; /* in-flight ops hold it; freed after the last completes */
+	session *s;   /* NULL once detached (killed or replaced) */
 	enum sh_state state;
 	uint64_t spawn_id;
 	pid_t pid;
@@ -102,14 +102,14 @@ typedef struct shell {
 	int leaf_fd;
 	char leaf[32];
 	node_op out_op, st_op, cmd_op, trig_op;
-	uint8_t *buf;         /* CHUNK */
+	uint8_t *buf; /* CHUNK */
 	char st[64];
 	size_t stlen;
-	kl_tail tail;         /* output since the last call ended */
+	kl_tail tail; /* output since the last call ended */
 	bool out_eof, st_eof, exited, out_paused;
 	int wstatus;
 	uint64_t cpu_before;
-	int pending_status;   /* -1 none; else the exit status read from the status pipe */
+	int pending_status; /* -1 none; else the exit status read from the status pipe */
 	node_op drain_op;
 } shell;
 
@@ -125,15 +125,15 @@ struct session {
 	tmpl *t;
 	sandbox *sb;
 	enum ss_state state;
-	Kiln__Limits lim;      /* effective */
-	char **env;            /* "K=V" from open */
+	Kiln__Limits lim; /* effective */
+	char **env;       /* "K=V" from open */
 	size_t nenv;
-	kl_list link;          /* node->sessions */
-	kl_list waitlink;      /* tmpl->waiters while waiting for a cold start */
-	kl_list queue;         /* calls waiting to run, in order */
+	kl_list link;     /* node->sessions */
+	kl_list waitlink; /* tmpl->waiters while waiting for a cold start */
+	kl_list queue;    /* calls waiting to run, in order */
 	uint32_t nqueued;
 	call *cur;
-	shell *sh;             /* the persistent bash, NULL when none runs */
+	shell *sh; /* the persistent bash, NULL when none runs */
 	uint64_t created_ms, last_used_ms, calls;
 	uint32_t job_seq;
 	uint64_t t_open_ns;
@@ -160,11 +160,11 @@ enum call_kind { CK_EXEC, CK_BASH, CK_FILE, CK_FILE_WORKER };
 
 struct call {
 	node_ref ref;
-	kl_list link;          /* session->queue while queued */
+	kl_list link; /* session->queue while queued */
 	node *n;
 	session *s;
-	Kiln__NodeWork *work;  /* unpacked; owned */
-	Kiln__ToolCall *tc;    /* work->call */
+	Kiln__NodeWork *work; /* unpacked; owned */
+	Kiln__ToolCall *tc;   /* work->call */
 	node_reply_fn *fn;
 	void *arg;
 	enum call_kind kind;
@@ -199,11 +199,11 @@ struct call {
 	char path[4096];
 	node_op fs_op;
 	int fs_step;
-	mb_hdr mb;             /* worker completion, posted to the node's mailbox */
-	int worker_rootfd;     /* the worker's own copy of the sandbox root */
+	mb_hdr mb;         /* worker completion, posted to the node's mailbox */
+	int worker_rootfd; /* the worker's own copy of the sandbox root */
 	/* bash */
 	bool bash_restart;
-	shell *shell_ref;      /* the shell this bash call ran in (holds a ref) */
+	shell *shell_ref; /* the shell this bash call ran in (holds a ref) */
 	int exit_code;
 	bool shell_died;
 };
@@ -216,7 +216,6 @@ typedef struct graveyard_ent {
 	char name[80];
 	uint64_t since_ns;
 } graveyard_ent;
-
 
 typedef struct mb_item {
 	mb_hdr h;
@@ -235,10 +234,10 @@ struct node {
 	node_op mbox_op;
 	uint64_t mbox_val;
 	node_op tick_op;
-	node_ref self_ref;     /* owner of loop-level ops */
+	node_ref self_ref; /* owner of loop-level ops */
 	cg_discovery cgd;
 	node_cg cg;
-	unsigned enforced;     /* CG_CTRL_* enforced */
+	unsigned enforced; /* CG_CTRL_* enforced */
 	bool limits_enforced;
 	char limits_text[256];
 	tmpl tmpls[NODE_MAX_TEMPLATES];
@@ -246,19 +245,19 @@ struct node {
 	uint8_t *seccomp;
 	size_t seccomp_len;
 	int init_fd;
-	int proc_fd;           /* /proc */
+	int proc_fd; /* /proc */
 	/* host uid allocation */
 	uint32_t uid_base, uid_count, uid_next;
 	uint8_t *uid_used;
 	int uid_lockfd;
 	/* tables */
-	kl_map sessions;       /* id -> session */
+	kl_map sessions; /* id -> session */
 	kl_list session_list;
 	uint32_t nsessions;
-	kl_map tenants;        /* name -> tenant */
-	kl_list sandboxes;     /* every live sandbox */
+	kl_map tenants;    /* name -> tenant */
+	kl_list sandboxes; /* every live sandbox */
 	uint32_t nsandboxes;
-	uint32_t admitted;     /* calls queued or running */
+	uint32_t admitted; /* calls queued or running */
 	uint32_t running;
 	/* refill */
 	double tokens;
@@ -305,7 +304,7 @@ void uid_free(node *n, uint32_t slot);
 /* session.c */
 void session_open(node *n, Kiln__SessionOpen *o, node_reply_fn *fn, void *arg);
 void session_close(node *n, const char *id, node_reply_fn *fn, void *arg, int code,
-		   const char *why);
+                   const char *why);
 void session_claim_ready(session *s, sandbox *sb);
 void session_sandbox_died(session *s);
 void session_on_init_msg(session *s, const struct ki_hdr *h, const uint8_t *msg, uint32_t len);
@@ -320,12 +319,12 @@ void call_cancel(node *n, uint64_t job_id);
 void call_start(call *c);
 void call_finish(call *c);
 void call_reply_error(node *n, uint64_t job_id, node_reply_fn *fn, void *arg, int code,
-		      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 void call_kill(call *c, bool timed_out);
 void call_on_init_msg(call *c, const struct ki_hdr *h, const uint8_t *msg, uint32_t len);
 void call_fill_result(call *c, Kiln__ToolResult *r);
 int call_spawn(call *c, session *s, const char *const *argv, const char *const *extra_env,
-	       const int *fds, const int32_t *map, int nfds, uint64_t *ret_id);
+               const int *fds, const int32_t *map, int nfds, uint64_t *ret_id);
 void call_free(call *c);
 const char *const *call_base_env(void);
 void graveyard_add(node *n, int parentfd, const char *name);

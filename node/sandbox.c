@@ -37,8 +37,9 @@ static const char *const init_argv[] = {"kiln-sandbox-init", NULL};
 static const char *const init_envp[] = {NULL};
 
 /* Runs in the clone child on its own stack, sharing the node's memory:
- * raw syscalls only, then exec. */
-static int
+ * raw syscalls only, then exec. No sanitizer or stack-protector code may run
+ * here (no runtime state is valid in this child). */
+__attribute__((no_sanitize("address", "undefined"), optimize("no-stack-protector"))) static int
 sandbox_child(void *p)
 {
 	const struct child_arg *a = p;
@@ -270,7 +271,8 @@ on_ctl_msg(sandbox *sb, uint32_t len)
 {
 	const struct ki_hdr *h = (const struct ki_hdr *)sb->rbuf;
 	if (len < sizeof *h || h->len != len) {
-		KL_LOG(KL_WARN, NODE_COMPONENT, "sandbox pid=%d sent a malformed message", (int)sb->pid);
+		KL_LOG(KL_WARN, NODE_COMPONENT, "sandbox pid=%d sent a malformed message",
+		       (int)sb->pid);
 		return;
 	}
 	if (h->type == KI_ERROR) {
@@ -287,8 +289,8 @@ on_ctl_msg(sandbox *sb, uint32_t len)
 			on_ready(sb);
 			return;
 		}
-		KL_LOG(KL_WARN, NODE_COMPONENT, "sandbox pid=%d: unexpected message %u during setup",
-		       (int)sb->pid, h->type);
+		KL_LOG(KL_WARN, NODE_COMPONENT,
+		       "sandbox pid=%d: unexpected message %u during setup", (int)sb->pid, h->type);
 		create_failed(sb);
 		return;
 	}
@@ -342,14 +344,15 @@ pidfd_done(node_op *op, int res, uint32_t flags)
 	}
 	enum sb_state was = sb->state;
 	if (was == SB_CREATING) {
-		KL_LOG(KL_ERROR, NODE_COMPONENT, "sandbox init pid=%d exited during setup (status %d)",
-		       (int)sb->pid, si.si_status);
+		KL_LOG(KL_ERROR, NODE_COMPONENT,
+		       "sandbox init pid=%d exited during setup (status %d)", (int)sb->pid,
+		       si.si_status);
 		create_failed(sb);
 		return;
 	}
 	if (was == SB_IDLE || was == SB_CLAIMED) {
-		KL_LOG(KL_WARN, NODE_COMPONENT, "sandbox init pid=%d died (status %d)", (int)sb->pid,
-		       si.si_status);
+		KL_LOG(KL_WARN, NODE_COMPONENT, "sandbox init pid=%d died (status %d)",
+		       (int)sb->pid, si.si_status);
 		session *s = sb->s;
 		sandbox_destroy(sb);
 		if (s)
@@ -389,7 +392,7 @@ spawn_init(sandbox *sb, int child_ctl)
 	struct clone_args ca;
 	memset(&ca, 0, sizeof ca);
 	ca.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
-		   CLONE_NEWUTS | CLONE_VM | CLONE_PIDFD | CLONE_INTO_CGROUP;
+	           CLONE_NEWUTS | CLONE_VM | CLONE_PIDFD | CLONE_INTO_CGROUP;
 	ca.pidfd = (uint64_t)(uintptr_t)&sb->pidfd;
 	ca.exit_signal = SIGCHLD;
 	ca.stack = (uint64_t)(uintptr_t)sb->stack;
@@ -453,7 +456,8 @@ sandbox_create(node *n, tmpl *t, sandbox **ret)
 	io_uring_prep_poll_add(sqe, sb->pidfd, POLLIN);
 	loop_bind(&n->loop, sqe, &sb->pidfd_op, pidfd_done, &sb->ref);
 	static const char go = 'g';
-	if ((r = write_maps(sb)) < 0 || (send(sb->ctl, &go, 1, MSG_DONTWAIT) != 1 && (r = -errno))) {
+	if ((r = write_maps(sb)) < 0 ||
+	    (send(sb->ctl, &go, 1, MSG_DONTWAIT) != 1 && (r = -errno))) {
 		KL_LOG(KL_ERROR, NODE_COMPONENT, "sandbox pid=%d: writing id maps failed: %s",
 		       (int)sb->pid, strerror(-r));
 		sandbox_destroy(sb);

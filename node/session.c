@@ -149,13 +149,12 @@ session_reply_opened(session *s, int code, const char *msg)
 		session_kick(s);
 }
 
-static void
-reply_open_error(node_reply_fn *fn, void *arg, const Kiln__SessionOpen *o, int code,
-		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void reply_open_error(node_reply_fn *fn, void *arg, const Kiln__SessionOpen *o, int code,
+                             const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 static void
 reply_open_error(node_reply_fn *fn, void *arg, const Kiln__SessionOpen *o, int code,
-		 const char *fmt, ...)
+                 const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -194,8 +193,8 @@ effective_limits(const tmpl *t, const Kiln__Limits *req, Kiln__Limits *l)
 	l->idle_ttl_ms = t->cfg.idle_ttl_ms;
 	if (!req)
 		return;
-#define OVR(f)                                                                                     \
-	if (req->f)                                                                                \
+#define OVR(f)      \
+	if (req->f) \
 	l->f = req->f
 	OVR(memory_bytes);
 	OVR(pids);
@@ -225,22 +224,23 @@ session_open(node *n, Kiln__SessionOpen *o, node_reply_fn *fn, void *arg)
 {
 	const char *tname = *o->tenant ? o->tenant : "default";
 	if (n->stopping)
-		return reply_open_error(fn, arg, o, KILN__CODE__UNAVAILABLE, "node is shutting down");
+		return reply_open_error(fn, arg, o, KILN__CODE__UNAVAILABLE,
+		                        "node is shutting down");
 	if (!valid_name(o->session_id, 64) || !valid_name(tname, 64))
 		return reply_open_error(fn, arg, o, KILN__CODE__INVALID_ARGUMENT,
-					"session id and tenant must be 1-64 characters of "
-					"[A-Za-z0-9._-], not starting with '.' or '-'");
+		                        "session id and tenant must be 1-64 characters of "
+		                        "[A-Za-z0-9._-], not starting with '.' or '-'");
 	if (session_find(n, o->session_id))
 		return reply_open_error(fn, arg, o, KILN__CODE__FAILED_PRECONDITION,
-					"session %s already exists on this node", o->session_id);
+		                        "session %s already exists on this node", o->session_id);
 	if (n->nsessions >= n->cfg.max_sessions)
 		return reply_open_error(fn, arg, o, KILN__CODE__RESOURCE_EXHAUSTED,
-					"node %s is at its session limit (%u)", n->name,
-					n->cfg.max_sessions);
+		                        "node %s is at its session limit (%u)", n->name,
+		                        n->cfg.max_sessions);
 	tmpl *t = pool_find(n, o->template_);
 	if (!t)
-		return reply_open_error(fn, arg, o, KILN__CODE__NOT_FOUND, "unknown template \"%s\"",
-					o->template_);
+		return reply_open_error(fn, arg, o, KILN__CODE__NOT_FOUND,
+		                        "unknown template \"%s\"", o->template_);
 	session *s = kl_xcalloc(1, sizeof *s);
 	s->ref.refs = 1;
 	s->ref.release = session_release;
@@ -257,7 +257,7 @@ session_open(node *n, Kiln__SessionOpen *o, node_reply_fn *fn, void *arg)
 	effective_limits(t, o->limits, &s->lim);
 	if (copy_env(s, o) < 0) {
 		reply_open_error(fn, arg, o, KILN__CODE__INVALID_ARGUMENT,
-				 "environment names must be non-empty without '='");
+		                 "environment names must be non-empty without '='");
 		node_ref_put(&s->ref);
 		return;
 	}
@@ -275,8 +275,8 @@ session_open(node *n, Kiln__SessionOpen *o, node_reply_fn *fn, void *arg)
 	}
 	if (!n->cfg.cold_start) {
 		session_reply_opened(s, KILN__CODE__FAILED_PRECONDITION,
-				     "no warm sandbox for this template (pool empty) and cold "
-				     "starts are disabled; retry shortly");
+		                     "no warm sandbox for this template (pool empty) and cold "
+		                     "starts are disabled; retry shortly");
 		return;
 	}
 	n->cold_starts++;
@@ -293,8 +293,7 @@ claim(session *s, sandbox *sb)
 	sb->tenant = tenant_get(n, s->tenant_name, &r);
 	if (!sb->tenant)
 		return r;
-	if ((r = cg_mkdir(sb->tenant->fd, s->id, sb->uid, sb->gid, n->cg.enabled, &sb->sessfd)) <
-	    0)
+	if ((r = cg_mkdir(sb->tenant->fd, s->id, sb->uid, sb->gid, n->cg.enabled, &sb->sessfd)) < 0)
 		return r;
 	if ((r = cg_mkdir(sb->sessfd, "init", (uid_t)-1, (gid_t)-1, 0, &sb->initfd)) < 0)
 		return r;
@@ -321,7 +320,8 @@ session_claim_ready(session *s, sandbox *sb)
 	t->nbusy++;
 	int r = claim(s, sb);
 	if (r < 0) {
-		KL_LOG(KL_ERROR, NODE_COMPONENT, "session=%s claim failed: %s", s->id, strerror(-r));
+		KL_LOG(KL_ERROR, NODE_COMPONENT, "session=%s claim failed: %s", s->id,
+		       strerror(-r));
 		char msg[160];
 		snprintf(msg, sizeof msg, "claiming a sandbox failed: %s", strerror(-r));
 		session_reply_opened(s, KILN__CODE__INTERNAL, msg);
@@ -334,7 +334,8 @@ session_claim_ready(session *s, sandbox *sb)
 		ki_begin(&m, mem, sizeof mem, KI_RESIZE, sb->resize_id);
 		ki_hdr(&m)->x = s->lim.workspace_bytes;
 		if (sandbox_send(sb, &m, NULL, 0) < 0)
-			session_reply_opened(s, KILN__CODE__INTERNAL, "resizing the workspace failed");
+			session_reply_opened(s, KILN__CODE__INTERNAL,
+			                     "resizing the workspace failed");
 		return; /* the answer (KI_OK / KI_FAIL) completes the open */
 	}
 	session_reply_opened(s, KILN__CODE__OK, NULL);
@@ -352,7 +353,7 @@ session_on_init_msg(session *s, const struct ki_hdr *h, const uint8_t *msg, uint
 			session_reply_opened(s, KILN__CODE__OK, NULL);
 		else
 			session_reply_opened(s, KILN__CODE__INVALID_ARGUMENT,
-					     "the workspace cannot be resized to that size");
+			                     "the workspace cannot be resized to that size");
 		return;
 	}
 	if (h->type != KI_SPAWNED && h->type != KI_SPAWN_FAILED && h->type != KI_EXITED)
@@ -481,13 +482,12 @@ session_tick(node *n)
 {
 	uint64_t now = kl_wall_ms();
 	kl_list *p, *tmp;
-	kl_list_for_each_safe(p, tmp, &n->session_list)
-	{
+	kl_list_for_each_safe (p, tmp, &n->session_list) {
 		session *s = kl_list_entry(p, session, link);
 		if (s->state != SS_OPEN || s->cur || s->nqueued || !s->lim.idle_ttl_ms)
 			continue;
 		if (now - s->last_used_ms >= s->lim.idle_ttl_ms)
 			session_close(n, s->id, NULL, NULL, KILN__CODE__CANCELLED,
-				      "idle TTL expired");
+			              "idle TTL expired");
 	}
 }

@@ -26,7 +26,7 @@ typedef struct sched sched;
  * be "" to skip it); extra_node_url / extra_client_url add a second listener
  * each (e.g. inproc:// for `kiln dev`). The config is copied. */
 int sched_new(const sched_config *cfg, const char *extra_node_url, const char *extra_client_url,
-	      sched **ret, char *err, size_t errlen);
+              sched **ret, char *err, size_t errlen);
 /* Graceful stop: refuse new requests, wait up to the grace period for calls
  * in flight, then close the sockets. Idempotent. */
 void sched_stop(sched *s);

@@ -29,41 +29,51 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: kiln-scheduler --config FILE [options]\n"
-		   "\n"
-		   "  -c, --config FILE     tenants, tokens and addresses (docs/config.md)\n"
-		   "  --node-url URL        override [scheduler] node_url\n"
-		   "  --client-url URL      override [scheduler] client_url\n"
-		   "  --log LEVEL           error|warn|info|debug\n"
-		   "  -h, --help            this help\n");
+	           "\n"
+	           "  -c, --config FILE     tenants, tokens and addresses (docs/config.md)\n"
+	           "  --node-url URL        override [scheduler] node_url\n"
+	           "  --client-url URL      override [scheduler] client_url\n"
+	           "  --log LEVEL           error|warn|info|debug\n"
+	           "  -h, --help            this help\n");
 }
 
 int
 main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"config", 1, 0, 'c'}, {"node-url", 1, 0, 'n'}, {"client-url", 1, 0, 'u'},
-		{"log", 1, 0, 'v'},    {"help", 0, 0, 'h'},     {0, 0, 0, 0},
+	        {"config", 1, 0, 'c'}, {"node-url", 1, 0, 'n'}, {"client-url", 1, 0, 'u'},
+	        {"log", 1, 0, 'v'},    {"help", 0, 0, 'h'},     {0, 0, 0, 0},
 	};
 	const char *config = NULL, *node_url = NULL, *client_url = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "c:h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'c': config = optarg; break;
-		case 'n': node_url = optarg; break;
-		case 'u': client_url = optarg; break;
+		case 'c':
+			config = optarg;
+			break;
+		case 'n':
+			node_url = optarg;
+			break;
+		case 'u':
+			client_url = optarg;
+			break;
 		case 'v':
 			if (kl_log_set_level(optarg) < 0) {
 				fprintf(stderr, "kiln-scheduler: unknown log level %s\n", optarg);
 				return 2;
 			}
 			break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (!config) {
 		fprintf(stderr, "kiln-scheduler: --config FILE is required (see docs/config.md; "
-				"`kiln dev` runs a whole cluster without one)\n");
+		                "`kiln dev` runs a whole cluster without one)\n");
 		return 2;
 	}
 	sched_config cfg;

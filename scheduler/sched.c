@@ -143,7 +143,8 @@ sched_hb_flush(sched *s, snode *n)
 		sctx *c = n->parked_hb;
 		n->parked_hb = NULL;
 		if (n->removing)
-			reply_hb(s, n, c, KILN__CODE__CANCELLED, "removed by the operator: shut down");
+			reply_hb(s, n, c, KILN__CODE__CANCELLED,
+			         "removed by the operator: shut down");
 		else
 			reply_hb(s, n, c, KILN__CODE__OK, NULL);
 	}
@@ -173,7 +174,7 @@ node_lost(sched *s, snode *n, const char *why)
 	}
 	/* Calls in flight: outcome unknown. */
 	snprintf(msg, sizeof msg, "node %s was lost mid-call (%s): the call's outcome is unknown",
-		 n->id, why);
+	         n->id, why);
 	size_t i;
 	kl_map_ent *e;
 	while ((e = kl_map_first(&n->inflight, &i))) {
@@ -184,8 +185,7 @@ node_lost(sched *s, snode *n, const char *why)
 		job_fail(s, j, KILN__CODE__NODE_LOST, msg, 0);
 	}
 	kl_list *tmp;
-	kl_list_for_each_safe(l, tmp, &n->sessions)
-	{
+	kl_list_for_each_safe (l, tmp, &n->sessions) {
 		ssess *ss = kl_container_of(l, ssess, node_link);
 		if (ss->in_fq) {
 			fairq_remove(n->fq, &ss->fq);
@@ -208,7 +208,7 @@ node_lost(sched *s, snode *n, const char *why)
 			continue;
 		}
 		sess_free(s, ss, KILN__CODE__UNAVAILABLE,
-			  "the session was lost with its node; the call did not run");
+		          "the session was lost with its node; the call did not run");
 	}
 	n->nsessions = 0;
 	n->pending_opens = 0;
@@ -221,8 +221,7 @@ void
 sched_on_node_pipe_gone(sched *s, nng_pipe p)
 {
 	kl_list *l;
-	kl_list_for_each(l, &s->node_list)
-	{
+	kl_list_for_each (l, &s->node_list) {
 		snode *n = kl_container_of(l, snode, link);
 		if (nng_pipe_id(n->pipe) == nng_pipe_id(p)) {
 			node_lost(s, n, "connection closed");
@@ -269,8 +268,10 @@ better(snode *a, snode *b, const char *tmpl)
 	int64_t wb = (int64_t)warm_of(b, tmpl) - b->pending_opens;
 	if (wa != wb)
 		return wa > wb ? a : b;
-	double la = (double)(a->nsessions + a->pending_opens) / (a->max_sessions ? a->max_sessions : 1);
-	double lb = (double)(b->nsessions + b->pending_opens) / (b->max_sessions ? b->max_sessions : 1);
+	double la =
+	        (double)(a->nsessions + a->pending_opens) / (a->max_sessions ? a->max_sessions : 1);
+	double lb =
+	        (double)(b->nsessions + b->pending_opens) / (b->max_sessions ? b->max_sessions : 1);
 	return la <= lb ? a : b;
 }
 
@@ -281,8 +282,7 @@ sched_place(sched *s, const char *tmpl, snode *avoid)
 	uint32_t nc = 0, seen = 0;
 	kl_list *l;
 	/* Reservoir-sample two eligible nodes in one pass. */
-	kl_list_for_each(l, &s->node_list)
-	{
+	kl_list_for_each (l, &s->node_list) {
 		snode *n = kl_container_of(l, snode, link);
 		if (!eligible(n, tmpl, avoid))
 			continue;
@@ -448,8 +448,8 @@ on_opened(sched *s, snode *n, Kiln__SessionOpened *o)
 		return;
 	}
 	bool retryable = o->code == KILN__CODE__RESOURCE_EXHAUSTED ||
-			 o->code == KILN__CODE__FAILED_PRECONDITION ||
-			 o->code == KILN__CODE__UNAVAILABLE || o->code == KILN__CODE__INTERNAL;
+	                 o->code == KILN__CODE__FAILED_PRECONDITION ||
+	                 o->code == KILN__CODE__UNAVAILABLE || o->code == KILN__CODE__INTERNAL;
 	snode *to = retryable && ss->retries < 2 ? sched_place(s, ss->template_, n) : NULL;
 	if (to) {
 		ss->retries++;
@@ -543,17 +543,19 @@ on_register(sched *s, sctx *c, Kiln__NodeRegister *reg)
 	e.msg_case = KILN__ENVELOPE__MSG_NODE_REGISTERED;
 	e.node_registered = &ok;
 	if (!kl_consttime_eq(reg->token, strlen(reg->token), s->cfg.join_token,
-			     strlen(s->cfg.join_token))) {
-		KL_LOG(KL_WARN, SCHED_COMPONENT, "node %.64s refused: wrong join token", reg->node_id);
+	                     strlen(s->cfg.join_token))) {
+		KL_LOG(KL_WARN, SCHED_COMPONENT, "node %.64s refused: wrong join token",
+		       reg->node_id);
 		ok.code = KILN__CODE__UNAUTHENTICATED;
 		ok.message = "join token refused: the node's --token-file does not match the "
-			     "scheduler's join token";
+		             "scheduler's join token";
 		sctx_reply_env(c, &e);
 		return;
 	}
 	if (!valid_id(reg->node_id) || s->stopping) {
 		ok.code = s->stopping ? KILN__CODE__UNAVAILABLE : KILN__CODE__INVALID_ARGUMENT;
-		ok.message = s->stopping ? "scheduler is shutting down" : "node id is empty or too long";
+		ok.message =
+		        s->stopping ? "scheduler is shutting down" : "node id is empty or too long";
 		sctx_reply_env(c, &e);
 		return;
 	}
@@ -584,10 +586,11 @@ on_register(sched *s, sctx *c, Kiln__NodeRegister *reg)
 		for (size_t i = 0; i < reg->n_labels && i < 64; i++) {
 			n->labels = kl_xrealloc(n->labels, (n->nlabels + 1) * sizeof *n->labels);
 			n->labels[n->nlabels++] =
-				kl_xasprintf("%s=%s", reg->labels[i]->key, reg->labels[i]->value);
+			        kl_xasprintf("%s=%s", reg->labels[i]->key, reg->labels[i]->value);
 		}
-		KL_LOG(KL_INFO, SCHED_COMPONENT, "node %s registered: %u slots, %u sessions held, %s",
-		       n->id, reg->slots, (unsigned)reg->n_sessions, reg->software);
+		KL_LOG(KL_INFO, SCHED_COMPONENT,
+		       "node %s registered: %u slots, %u sessions held, %s", n->id, reg->slots,
+		       (unsigned)reg->n_sessions, reg->software);
 	}
 	n->pipe = c->pipe;
 	n->state = N_READY;
@@ -611,7 +614,6 @@ live_node(sched *s, const char *id, uint64_t inc)
 	return n && n->incarnation == inc && n->state != N_DEAD ? n : NULL;
 }
 
-
 void
 sched_remove_node(sched *s, snode *n)
 {
@@ -629,7 +631,8 @@ on_heartbeat(sched *s, sctx *c, Kiln__Heartbeat *hb)
 	snode *n = live_node(s, hb->node_id, hb->incarnation);
 	if (!n) {
 		if (removed(s, hb->node_id, hb->incarnation))
-			reply_hb(s, NULL, c, KILN__CODE__CANCELLED, "removed by the operator: shut down");
+			reply_hb(s, NULL, c, KILN__CODE__CANCELLED,
+			         "removed by the operator: shut down");
 		else
 			reply_hb(s, NULL, c, KILN__CODE__NOT_FOUND, "unknown node: register again");
 		return;
@@ -695,7 +698,7 @@ sched_on_node_msg(sched *s, sctx *c, Kiln__Envelope *e)
 		break;
 	default:
 		sctx_reply_error(c, KILN__CODE__INVALID_ARGUMENT,
-				 "not a node message (clients use the client address)", 0);
+		                 "not a node message (clients use the client address)", 0);
 		break;
 	}
 }
@@ -708,15 +711,15 @@ tick_jobs_and_sessions(sched *s, uint64_t now)
 	size_t i;
 	ssess *idle[256];
 	int nidle = 0;
-	for (kl_map_ent *e = kl_map_first(&s->sessions, &i); e; e = kl_map_next(&s->sessions, &i, e)) {
+	for (kl_map_ent *e = kl_map_first(&s->sessions, &i); e;
+	     e = kl_map_next(&s->sessions, &i, e)) {
 		ssess *ss = e->val;
 		kl_list *l, *tmp;
-		kl_list_for_each_safe(l, tmp, &ss->calls)
-		{
+		kl_list_for_each_safe (l, tmp, &ss->calls) {
 			sjob *j = kl_container_of(l, sjob, link);
 			if (j->deadline_ms && j->deadline_ms <= kl_wall_ms())
 				job_fail(s, j, KILN__CODE__DEADLINE_EXCEEDED,
-					 "deadline passed while the call was queued", 0);
+				         "deadline passed while the call was queued", 0);
 		}
 		uint32_t ttl = ss->lim.idle_ttl_ms ? ss->lim.idle_ttl_ms : s->cfg.idle_ttl_ms;
 		if (ss->state == S_OPEN && !ss->inflight && !ss->ncalls && ttl &&
@@ -738,16 +741,14 @@ sched_tick(sched *s)
 	static unsigned ticks;
 	uint64_t now = sched_now_ms();
 	kl_list *l, *tmp;
-	kl_list_for_each_safe(l, tmp, &s->node_list)
-	{
+	kl_list_for_each_safe (l, tmp, &s->node_list) {
 		snode *n = kl_container_of(l, snode, link);
 		if (now - n->last_hb_ms > s->cfg.dead_after_ms) {
 			node_lost(s, n, "no heartbeat");
 			continue;
 		}
 		kl_list *p, *ptmp;
-		kl_list_for_each_safe(p, ptmp, &n->parked_work)
-		{
+		kl_list_for_each_safe (p, ptmp, &n->parked_work) {
 			sctx *c = kl_container_of(p, sctx, link);
 			if (c->deadline_ms > now)
 				break; /* FIFO: later ones expire later */
@@ -774,8 +775,7 @@ sched_place_bench(sched *s, const char *template_)
 	if (n) {
 		idx = 0;
 		kl_list *l;
-		kl_list_for_each(l, &s->node_list)
-		{
+		kl_list_for_each (l, &s->node_list) {
 			if (kl_container_of(l, snode, link) == n)
 				break;
 			idx++;

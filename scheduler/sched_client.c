@@ -108,13 +108,14 @@ sess_free(sched *s, ssess *ss, int code, const char *msg)
 {
 	while (!kl_list_empty(&ss->calls))
 		job_fail(s, kl_container_of(ss->calls.next, sjob, link),
-			 code ? code : KILN__CODE__UNAVAILABLE,
-			 msg ? msg : "the session is gone; the call did not run", 0);
+		         code ? code : KILN__CODE__UNAVAILABLE,
+		         msg ? msg : "the session is gone; the call did not run", 0);
 	if (ss->inflight)
 		ss->inflight->sess = NULL; /* its result still reaches its client */
 	if (ss->open_ctx) {
-		reply_opened(ss->open_ctx, ss, code && code != KILN__CODE__OK ? code : KILN__CODE__UNAVAILABLE,
-			     msg ? msg : "the session was lost while opening", NULL);
+		reply_opened(ss->open_ctx, ss,
+		             code && code != KILN__CODE__OK ? code : KILN__CODE__UNAVAILABLE,
+		             msg ? msg : "the session was lost while opening", NULL);
 		ss->open_ctx = NULL;
 	}
 	if (ss->close_ctx) {
@@ -137,8 +138,7 @@ sess_free(sched *s, ssess *ss, int code, const char *msg)
 			n->pending_opens--;
 		/* Drop an open still waiting in the node's queue. */
 		kl_list *p, *tmp;
-		kl_list_for_each_safe(p, tmp, &n->ctrl)
-		{
+		kl_list_for_each_safe (p, tmp, &n->ctrl) {
 			sitem *it = kl_container_of(p, sitem, link);
 			if (it->sess == ss) {
 				kl_list_del(&it->link);
@@ -169,7 +169,7 @@ new_session_id(sched *s, char *out, size_t len)
  * (may be NULL for a one-shot call); env is copied from it. */
 static ssess *
 sess_new(sched *s, sched_tenant *t, snode *n, const char *tmpl, const Kiln__Limits *lim,
-	 const Kiln__SessionOpen *o)
+         const Kiln__SessionOpen *o)
 {
 	ssess *ss = kl_xcalloc(1, sizeof *ss);
 	new_session_id(s, ss->id, sizeof ss->id);
@@ -210,9 +210,8 @@ park(sctx *c)
 	c->park = PK_CLIENT;
 }
 
-static void
-fail(sched *s, sctx *c, int code, uint32_t retry, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+static void fail(sched *s, sctx *c, int code, uint32_t retry, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
 
 static void
 fail(sched *s, sctx *c, int code, uint32_t retry, const char *fmt, ...)
@@ -235,17 +234,18 @@ do_open(sched *s, sctx *c, sched_tenant *t, Kiln__SessionOpen *o)
 	if (t->sessions >= t->cfg->max_sessions) {
 		t->rejected++;
 		return fail(s, c, KILN__CODE__RESOURCE_EXHAUSTED, 1000,
-			    "tenant %s has %u of %u sessions open; close one first", t->cfg->name,
-			    t->sessions, t->cfg->max_sessions);
+		            "tenant %s has %u of %u sessions open; close one first", t->cfg->name,
+		            t->sessions, t->cfg->max_sessions);
 	}
 	if (sched_tenant_limits(t, o->limits, &lim, err, sizeof err) < 0)
 		return fail(s, c, KILN__CODE__PERMISSION_DENIED, 0, "%s", err);
 	snode *n = sched_place(s, o->template_, NULL);
 	if (!n)
 		return fail(s, c, KILN__CODE__UNAVAILABLE, 1000,
-			    "no node can take a session of template \"%s\" now (%u nodes "
-			    "registered); retry later",
-			    *o->template_ ? o->template_ : "default", (unsigned)kl_map_size(&s->nodes));
+		            "no node can take a session of template \"%s\" now (%u nodes "
+		            "registered); retry later",
+		            *o->template_ ? o->template_ : "default",
+		            (unsigned)kl_map_size(&s->nodes));
 	ssess *ss = sess_new(s, t, n, o->template_, &lim, o);
 	ss->open_ctx = c;
 	park(c);
@@ -266,10 +266,10 @@ do_close(sched *s, sctx *c, sched_tenant *t, const char *id)
 	ssess *ss = own_session(s, t, id);
 	if (!ss || ss->state == S_CLOSING)
 		return fail(s, c, KILN__CODE__NOT_FOUND, 0, "no session %s for tenant %s", id,
-			    t->cfg->name);
+		            t->cfg->name);
 	while (!kl_list_empty(&ss->calls))
 		job_fail(s, kl_container_of(ss->calls.next, sjob, link), KILN__CODE__CANCELLED,
-			 "the session was closed before the call ran", 0);
+		         "the session was closed before the call ran", 0);
 	if (ss->in_fq) {
 		fairq_remove(ss->node->fq, &ss->fq);
 		ss->in_fq = false;
@@ -303,7 +303,8 @@ admit_call(sched *s, sctx *c, sched_tenant *t, Kiln__ToolCall *tc)
 	if (t->queued >= t->cfg->queue_limit || s->queued >= s->cfg.max_queued) {
 		t->rejected++;
 		fail(s, c, KILN__CODE__RESOURCE_EXHAUSTED, 500,
-		     "the %s queue is full; retry shortly", t->queued >= t->cfg->queue_limit ? "tenant's" : "cluster's");
+		     "the %s queue is full; retry shortly",
+		     t->queued >= t->cfg->queue_limit ? "tenant's" : "cluster's");
 		return -1;
 	}
 	if (sched_tenant_take(t, kl_now_ns(), &retry) < 0) {
@@ -325,14 +326,14 @@ do_call(sched *s, sctx *c, sched_tenant *t, Kiln__Envelope *e)
 	snprintf(ckey, sizeof ckey, "%s/%016llx", t->cfg->name, (unsigned long long)tc->job_id);
 	if (tc->job_id && kl_map_get(&s->client_jobs, ckey))
 		return fail(s, c, KILN__CODE__INVALID_ARGUMENT, 0,
-			    "job id %llu is already in use by a call in flight",
-			    (unsigned long long)tc->job_id);
+		            "job id %llu is already in use by a call in flight",
+		            (unsigned long long)tc->job_id);
 	ssess *ss = NULL;
 	if (*tc->session_id) {
 		ss = own_session(s, t, tc->session_id);
 		if (!ss || ss->state == S_CLOSING || ss->close_pending)
 			return fail(s, c, KILN__CODE__NOT_FOUND, 0, "no session %s for tenant %s",
-				    tc->session_id, t->cfg->name);
+			            tc->session_id, t->cfg->name);
 	}
 	if (admit_call(s, c, t, tc) < 0)
 		return;
@@ -342,12 +343,12 @@ do_call(sched *s, sctx *c, sched_tenant *t, Kiln__Envelope *e)
 			return fail(s, c, KILN__CODE__PERMISSION_DENIED, 0, "%s", err);
 		if (t->sessions >= t->cfg->max_sessions)
 			return fail(s, c, KILN__CODE__RESOURCE_EXHAUSTED, 1000,
-				    "tenant %s has %u of %u sessions open", t->cfg->name,
-				    t->sessions, t->cfg->max_sessions);
+			            "tenant %s has %u of %u sessions open", t->cfg->name,
+			            t->sessions, t->cfg->max_sessions);
 		snode *n = sched_place(s, tc->template_, NULL);
 		if (!n)
 			return fail(s, c, KILN__CODE__UNAVAILABLE, 1000,
-				    "no node can take a session now; retry later");
+			            "no node can take a session now; retry later");
 		ss = sess_new(s, t, n, tc->template_, &lim, NULL);
 		ss->ephemeral = true;
 	}
@@ -387,7 +388,7 @@ do_cancel(sched *s, sctx *c, sched_tenant *t, uint64_t id)
 	sjob *j = id ? kl_map_get(&s->client_jobs, ckey) : NULL;
 	if (!j)
 		return fail(s, c, KILN__CODE__NOT_FOUND, 0, "no call %llu in flight for tenant %s",
-			    (unsigned long long)id, t->cfg->name);
+		            (unsigned long long)id, t->cfg->name);
 	if (j->state == J_QUEUED) {
 		job_fail(s, j, KILN__CODE__CANCELLED, "cancelled before it started", 0);
 	} else if (j->sess && j->sess->node) {
@@ -403,7 +404,8 @@ do_list(sched *s, sctx *c, sched_tenant *t)
 	size_t n = 0, i;
 	Kiln__SessionInfo **v = kl_xcalloc(kl_map_size(&s->sessions) + 1, sizeof *v);
 	Kiln__SessionInfo *iv = kl_xcalloc(kl_map_size(&s->sessions) + 1, sizeof *iv);
-	for (kl_map_ent *e = kl_map_first(&s->sessions, &i); e; e = kl_map_next(&s->sessions, &i, e)) {
+	for (kl_map_ent *e = kl_map_first(&s->sessions, &i); e;
+	     e = kl_map_next(&s->sessions, &i, e)) {
 		ssess *ss = e->val;
 		if (ss->tenant != t || ss->ephemeral)
 			continue;
@@ -440,15 +442,15 @@ do_node_admin(sched *s, sctx *c, Kiln__NodeAdmin *a)
 		sched_hb_flush(s, n);
 		KL_LOG(KL_INFO, SCHED_COMPONENT, "node %s draining (%u sessions)", n->id,
 		       n->nsessions);
-		sctx_reply_error(c, KILN__CODE__OK, "draining: no new sessions; it exits when empty",
-				 0);
+		sctx_reply_error(c, KILN__CODE__OK,
+		                 "draining: no new sessions; it exits when empty", 0);
 	} else if (!strcmp(a->action, "remove")) {
 		KL_LOG(KL_INFO, SCHED_COMPONENT, "node %s removed by the operator", n->id);
 		sched_remove_node(s, n);
 		sctx_reply_error(c, KILN__CODE__OK, "removed: its sessions are closed", 0);
 	} else {
-		fail(s, c, KILN__CODE__INVALID_ARGUMENT, 0, "unknown node action \"%s\" (drain|remove)",
-		     a->action);
+		fail(s, c, KILN__CODE__INVALID_ARGUMENT, 0,
+		     "unknown node action \"%s\" (drain|remove)", a->action);
 	}
 }
 
@@ -457,22 +459,23 @@ sched_on_client_msg(sched *s, sctx *c, Kiln__Envelope *e)
 {
 	if (e->msg_case != KILN__ENVELOPE__MSG_CLIENT_REQUEST)
 		return fail(s, c, KILN__CODE__INVALID_ARGUMENT, 0,
-			    "not a client request (nodes use the node address)");
+		            "not a client request (nodes use the node address)");
 	Kiln__ClientRequest *req = e->client_request;
 	c->request_id = req->request_id;
 	if (s->stopping)
 		return fail(s, c, KILN__CODE__UNAVAILABLE, 1000, "the scheduler is shutting down");
 	bool admin = s->cfg.admin_token[0] &&
-		     kl_consttime_eq(req->token, strlen(req->token), s->cfg.admin_token,
-				     strlen(s->cfg.admin_token));
+	             kl_consttime_eq(req->token, strlen(req->token), s->cfg.admin_token,
+	                             strlen(s->cfg.admin_token));
 	sched_tenant *t = sched_tenants_auth(&s->tenants, req->token);
 	if (!t && !admin)
-		return fail(s, c, KILN__CODE__UNAUTHENTICATED, 0,
-			    "token refused: pass a tenant's API token (--token-file or KILN_TOKEN)");
+		return fail(
+		        s, c, KILN__CODE__UNAUTHENTICATED, 0,
+		        "token refused: pass a tenant's API token (--token-file or KILN_TOKEN)");
 	if (!t && req->op_case != KILN__CLIENT_REQUEST__OP_STATUS &&
 	    req->op_case != KILN__CLIENT_REQUEST__OP_NODE_ADMIN)
 		return fail(s, c, KILN__CODE__PERMISSION_DENIED, 0,
-			    "the admin token cannot own sessions or calls; use a tenant's token");
+		            "the admin token cannot own sessions or calls; use a tenant's token");
 	switch (req->op_case) {
 	case KILN__CLIENT_REQUEST__OP_OPEN:
 		return do_open(s, c, t, req->open);
@@ -489,9 +492,10 @@ sched_on_client_msg(sched *s, sctx *c, Kiln__Envelope *e)
 	case KILN__CLIENT_REQUEST__OP_NODE_ADMIN:
 		if (!admin)
 			return fail(s, c, KILN__CODE__PERMISSION_DENIED, 0,
-				    "node administration needs the scheduler's admin token");
+			            "node administration needs the scheduler's admin token");
 		return do_node_admin(s, c, req->node_admin);
 	default:
-		return fail(s, c, KILN__CODE__INVALID_ARGUMENT, 0, "the request names no operation");
+		return fail(s, c, KILN__CODE__INVALID_ARGUMENT, 0,
+		            "the request names no operation");
 	}
 }

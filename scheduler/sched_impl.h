@@ -40,13 +40,13 @@ struct sctx {
 	enum sctx_park park;
 	nng_ctx ctx;
 	nng_aio *aio;
-	nng_pipe pipe;          /* the peer of the request being served */
-	kl_list link;           /* node->parked_work, or s->sendq */
+	nng_pipe pipe; /* the peer of the request being served */
+	kl_list link;  /* node->parked_work, or s->sendq */
 	kl_list all;
-	uint64_t deadline_ms;   /* parked: reply by then */
-	snode *node;            /* parked for this node */
-	uint64_t request_id;    /* client request being served */
-	nng_msg *out;           /* reply waiting to be sent */
+	uint64_t deadline_ms; /* parked: reply by then */
+	snode *node;          /* parked for this node */
+	uint64_t request_id;  /* client request being served */
+	nng_msg *out;         /* reply waiting to be sent */
 };
 
 /* ---- nodes ---- */
@@ -71,16 +71,16 @@ struct snode {
 	stmpl tmpl[8];
 	char software[64];
 	uint64_t last_hb_ms, registered_ms, calls_done;
-	kl_list parked_work;    /* sctx waiting for work from this node */
+	kl_list parked_work; /* sctx waiting for work from this node */
 	uint32_t nparked;
-	sctx *parked_hb;        /* heartbeat held until control or timeout */
-	kl_list ctrl;           /* sitem: opens/closes, before calls */
-	kl_list hbq;            /* sitem: cancels and closes riding on heartbeats */
-	fairq *fq;              /* ready sessions, by tenant */
-	kl_map inflight;        /* job key -> sjob running here */
-	kl_list sessions;       /* ssess on this node */
+	sctx *parked_hb;  /* heartbeat held until control or timeout */
+	kl_list ctrl;     /* sitem: opens/closes, before calls */
+	kl_list hbq;      /* sitem: cancels and closes riding on heartbeats */
+	fairq *fq;        /* ready sessions, by tenant */
+	kl_map inflight;  /* job key -> sjob running here */
+	kl_list sessions; /* ssess on this node */
 	kl_list link;
-	char **labels;          /* "k=v" */
+	char **labels; /* "k=v" */
 	size_t nlabels;
 };
 
@@ -96,20 +96,20 @@ struct ssess {
 	Kiln__Limits lim;
 	Kiln__SessionOpen *open; /* what to send the node (heap copy) */
 	enum ssess_state state;
-	bool ephemeral;          /* one-shot call: closed after its call */
+	bool ephemeral; /* one-shot call: closed after its call */
 	bool open_sent;
-	kl_list calls;           /* sjob waiting */
+	kl_list calls; /* sjob waiting */
 	uint32_t ncalls;
 	sjob *inflight;
 	fairq_item fq;
 	bool in_fq;
-	sctx *open_ctx;          /* client waiting for the open */
-	sctx *close_ctx;         /* client waiting for the close */
+	sctx *open_ctx;  /* client waiting for the open */
+	sctx *close_ctx; /* client waiting for the close */
 	uint64_t created_ms, last_used_ms, calls_done;
 	kl_list node_link;
 	int retries;
-	bool counted;            /* counted in node->nsessions */
-	bool close_pending;      /* close asked while opening */
+	bool counted;       /* counted in node->nsessions */
+	bool close_pending; /* close asked while opening */
 };
 
 /* ---- jobs ---- */
@@ -117,17 +117,17 @@ struct ssess {
 enum sjob_state { J_QUEUED, J_RUNNING };
 
 struct sjob {
-	uint64_t id;             /* cluster-unique, what nodes see */
-	uint64_t client_id;      /* the client's ToolCall.job_id */
-	char key[24];            /* hex of id: key in s->jobs and node->inflight */
-	char ckey[96];           /* tenant/client_id: key in s->client_jobs */
+	uint64_t id;        /* cluster-unique, what nodes see */
+	uint64_t client_id; /* the client's ToolCall.job_id */
+	char key[24];       /* hex of id: key in s->jobs and node->inflight */
+	char ckey[96];      /* tenant/client_id: key in s->client_jobs */
 	sched_tenant *tenant;
 	ssess *sess;
-	sctx *cctx;              /* client waiting for the result */
-	Kiln__ClientRequest *req;/* owns the ToolCall */
+	sctx *cctx;               /* client waiting for the result */
+	Kiln__ClientRequest *req; /* owns the ToolCall */
 	enum sjob_state state;
 	uint64_t t_submit_ns, deadline_ms;
-	kl_list link;            /* sess->calls */
+	kl_list link; /* sess->calls */
 };
 
 /* Items queued for a node outside the fair queue. */
@@ -138,7 +138,7 @@ typedef struct sitem {
 	enum sitem_kind kind;
 	char session_id[72];
 	uint64_t job_id;
-	ssess *sess;             /* SI_OPEN */
+	ssess *sess; /* SI_OPEN */
 } sitem;
 
 /* ---- the scheduler ---- */
@@ -150,16 +150,16 @@ struct sched {
 	nng_socket node_sock, client_sock;
 	nng_listener listeners[4];
 	int nlisteners;
-	kl_list ctxs;            /* every sctx */
+	kl_list ctxs;                    /* every sctx */
 	uint32_t node_recv, client_recv; /* contexts waiting in recv */
 	uint32_t node_ctxs, client_ctxs;
-	kl_list sendq;           /* sctx with a reply to send once unlocked */
-	kl_map nodes;            /* id -> snode */
+	kl_list sendq; /* sctx with a reply to send once unlocked */
+	kl_map nodes;  /* id -> snode */
 	kl_list node_list;
-	kl_map sessions;         /* id -> ssess */
-	kl_map jobs;             /* key -> sjob */
-	kl_map client_jobs;      /* tenant/client id -> sjob */
-	kl_map removed;          /* node id -> incarnation (uint64_t *) removed by the operator */
+	kl_map sessions;    /* id -> ssess */
+	kl_map jobs;        /* key -> sjob */
+	kl_map client_jobs; /* tenant/client id -> sjob */
+	kl_map removed;     /* node id -> incarnation (uint64_t *) removed by the operator */
 	uint32_t queued, inflight;
 	uint64_t next_job;
 	uint64_t placements, calls_done, node_lost, rejected;
@@ -172,8 +172,8 @@ struct sched {
 };
 
 /* sched_net.c */
-int sched_net_start(sched *s, const char *extra_node_url, const char *extra_client_url,
-		    char *err, size_t errlen);
+int sched_net_start(sched *s, const char *extra_node_url, const char *extra_client_url, char *err,
+                    size_t errlen);
 void sched_net_stop(sched *s);
 /* Queue an Envelope as the reply of ctx (under the lock; sent by sched_flush). */
 void sctx_reply_env(sctx *c, Kiln__Envelope *e);

@@ -41,7 +41,7 @@ ticker(void *arg)
 
 int
 sched_new(const sched_config *cfg, const char *extra_node_url, const char *extra_client_url,
-	  sched **ret, char *err, size_t errlen)
+          sched **ret, char *err, size_t errlen)
 {
 	sched *s = kl_xcalloc(1, sizeof *s);
 	pthread_mutex_init(&s->mu, NULL);
@@ -115,8 +115,8 @@ sched_stop(sched *s)
 		ssess *ss = e->val;
 		while (!kl_list_empty(&ss->calls)) {
 			job_fail(s, kl_container_of(ss->calls.next, sjob, link),
-				 KILN__CODE__UNAVAILABLE,
-				 "the scheduler shut down before the call ran", 1000);
+			         KILN__CODE__UNAVAILABLE,
+			         "the scheduler shut down before the call ran", 1000);
 			failed++;
 		}
 	}
@@ -175,8 +175,7 @@ sched_get_counters(sched *s, sched_counters *c)
 	memset(c, 0, sizeof *c);
 	pthread_mutex_lock(&s->mu);
 	kl_list *l;
-	kl_list_for_each(l, &s->node_list)
-	{
+	kl_list_for_each (l, &s->node_list) {
 		snode *n = kl_container_of(l, snode, link);
 		if (n->state == N_READY)
 			c->nodes_ready++;
@@ -212,8 +211,7 @@ sched_status(sched *s, sctx *c, sched_tenant *only)
 	Kiln__TemplateInfo **tv = kl_xcalloc((nn + 1) * 8, sizeof *tv);
 	size_t k = 0, tk = 0;
 	kl_list *l;
-	kl_list_for_each(l, &s->node_list)
-	{
+	kl_list_for_each (l, &s->node_list) {
 		snode *n = kl_container_of(l, snode, link);
 		Kiln__NodeStatus *x = &ns[k];
 		kiln__node_status__init(x);

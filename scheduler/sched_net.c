@@ -18,8 +18,8 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <stdio.h>
 
-#define MIN_RECV       2
-#define MAX_NODE_CTXS  16384
+#define MIN_RECV        2
+#define MAX_NODE_CTXS   16384
 #define MAX_CLIENT_CTXS 65536
 
 static void ctx_cb(void *arg);
@@ -97,17 +97,17 @@ on_request(sctx *c, nng_msg *m)
 		char msg[160];
 		if (r == -EPROTO)
 			snprintf(msg, sizeof msg,
-				 "protocol version mismatch: this scheduler speaks %u, the peer "
-				 "sent %u; upgrade the older side",
-				 KL_PROTO_VERSION, ver);
+			         "protocol version mismatch: this scheduler speaks %u, the peer "
+			         "sent %u; upgrade the older side",
+			         KL_PROTO_VERSION, ver);
 		else
 			snprintf(msg, sizeof msg, "%s", kl_env_strerror(r));
 		KL_LOG(KL_WARN, SCHED_COMPONENT, "refused a %s message: %s",
 		       c->kind == SC_NODE ? "node" : "client", msg);
 		sctx_reply_error(c,
-				 r == -EPROTO ? KILN__CODE__VERSION_MISMATCH
-					      : KILN__CODE__INVALID_ARGUMENT,
-				 msg, 0);
+		                 r == -EPROTO ? KILN__CODE__VERSION_MISMATCH
+		                              : KILN__CODE__INVALID_ARGUMENT,
+		                 msg, 0);
 	} else if (c->kind == SC_NODE) {
 		sched_on_node_msg(s, c, e);
 	} else {
@@ -275,7 +275,7 @@ listen_on(sched *s, nng_socket sock, const char *url, char *err, size_t errlen)
 
 int
 sched_net_start(sched *s, const char *extra_node_url, const char *extra_client_url, char *err,
-		size_t errlen)
+                size_t errlen)
 {
 	int r = nng_rep0_open(&s->node_sock);
 	if (r == 0)
@@ -307,16 +307,14 @@ sched_net_stop(sched *s)
 	pthread_mutex_unlock(&s->mu);
 	/* Stop every aio first (callbacks then see ECLOSED), then close. */
 	kl_list *p;
-	kl_list_for_each(p, &s->ctxs)
-	{
+	kl_list_for_each (p, &s->ctxs) {
 		sctx *c = kl_container_of(p, sctx, all);
 		nng_aio_stop(c->aio);
 	}
 	nng_close(s->node_sock);
 	nng_close(s->client_sock);
 	kl_list *tmp;
-	kl_list_for_each_safe(p, tmp, &s->ctxs)
-	{
+	kl_list_for_each_safe (p, tmp, &s->ctxs) {
 		sctx *c = kl_container_of(p, sctx, all);
 		nng_msg *m = nng_aio_get_msg(c->aio);
 		if (m && c->state == SC_SEND)

@@ -69,7 +69,7 @@ kt_require_sandboxes(void)
 	pid_t p = fork();
 	if (p == 0)
 		_exit(unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET) == 0 ? 0
-											 : 1);
+		                                                                              : 1);
 	int st;
 	waitpid(p, &st, 0);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)

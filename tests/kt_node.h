@@ -30,17 +30,17 @@ Kiln__ToolResult *kt_bash_restart(node *n, const char *sid);
 Kiln__ToolResult *kt_exec(node *n, const char *sid, uint32_t timeout_ms, const char *const *argv);
 Kiln__ToolResult *kt_read(node *n, const char *sid, const char *path);
 Kiln__ToolResult *kt_write(node *n, const char *sid, const char *path, const void *data,
-			   size_t len);
+                           size_t len);
 Kiln__ToolResult *kt_edit(node *n, const char *sid, const char *path, const char *old,
-			  const char *new_, int all);
+                          const char *new_, int all);
 Kiln__ToolResult *kt_call(node *n, Kiln__ToolCall *tc);
 void kt_free_result(Kiln__ToolResult *r);
 /* The output as a C string (valid while r lives). */
 const char *kt_out(const Kiln__ToolResult *r);
 
 /* Counting what a node leaves behind. */
-int kt_count_procs(void);            /* entries in /proc that are pids */
-int kt_count_mounts(void);           /* lines of /proc/self/mountinfo */
+int kt_count_procs(void);              /* entries in /proc that are pids */
+int kt_count_mounts(void);             /* lines of /proc/self/mountinfo */
 int kt_count_cgroups(const char *dir); /* directories under dir, recursively */
 /* Processes whose real uid is in [lo, hi). */
 int kt_count_uid_procs(unsigned lo, unsigned hi);

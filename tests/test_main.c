@@ -26,7 +26,8 @@ kt_run(int argc, char **argv)
 		kt_cases[i].fn();
 		clock_gettime(CLOCK_MONOTONIC, &b);
 		fprintf(stderr, "OK   %s (%.1f ms)\n", kt_cases[i].name,
-			(double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+		        (double)(b.tv_sec - a.tv_sec) * 1e3 +
+		                (double)(b.tv_nsec - a.tv_nsec) / 1e6);
 		ran++;
 	}
 	if (!ran) {

@@ -24,7 +24,7 @@ static const char *
 cgroup_mount(void)
 {
 	return access("/sys/fs/cgroup/unified/cgroup.procs", F_OK) == 0 ? "/sys/fs/cgroup/unified"
-									  : "/sys/fs/cgroup";
+	                                                                : "/sys/fs/cgroup";
 }
 
 TEST(setup)

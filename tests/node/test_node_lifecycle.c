@@ -29,7 +29,7 @@ static const char *
 cgroup_mount(void)
 {
 	return access("/sys/fs/cgroup/unified/cgroup.procs", F_OK) == 0 ? "/sys/fs/cgroup/unified"
-									  : "/sys/fs/cgroup";
+	                                                                : "/sys/fs/cgroup";
 }
 
 static pid_t
@@ -37,8 +37,9 @@ start_node(const char *grace)
 {
 	char exe[4200];
 	snprintf(exe, sizeof exe, "%s/kiln-node", bindir);
-	char *argv[] = {exe, "--listen", url, "--name", name, "--allow-unenforced-limits",
-			"--grace-ms", (char *)grace, "--warm", "1", NULL};
+	char *argv[] = {
+	        exe,          "--listen",    url,      "--name", name, "--allow-unenforced-limits",
+	        "--grace-ms", (char *)grace, "--warm", "1",      NULL};
 	pid_t p;
 	ASSERT_EQ(posix_spawn(&p, exe, NULL, NULL, argv, environ), 0);
 	return p;
