@@ -621,6 +621,7 @@ bench_warm(node *n)
 
 typedef struct session_hists {
 	kl_hist *open, *first, *total;
+	kl_hist *claim; /* node-side: open received to reply (SessionOpened.claim_us) */
 } session_hists;
 
 /* Open a session, exec /bin/true in it (timed), close it (not timed). */
@@ -631,7 +632,7 @@ session_iteration(node *n, const char *sid, const session_hists *h, bool want_wa
 	uint64_t t0 = kl_now_ns();
 	if (!session_open(n, sid, &r))
 		return;
-	uint64_t t1 = kl_now_ns();
+	uint64_t t1 = kl_now_ns(), claim_us = r.claim_us;
 	if (r.warm != want_warm)
 		fail("session %s: expected a %s claim, got a %s one", sid,
 		     want_warm ? "warm" : "cold", r.warm ? "warm" : "cold");
@@ -640,6 +641,7 @@ session_iteration(node *n, const char *sid, const session_hists *h, bool want_wa
 	session_close(n, sid);
 	if (!ok || !measure)
 		return;
+	kl_hist_record(h->claim, claim_us * 1000);
 	kl_hist_record(h->open, t1 - t0);
 	kl_hist_record(h->first, t2 - t1);
 	kl_hist_record(h->total, t2 - t0);
@@ -657,6 +659,7 @@ session_rows(const session_hists *w, const session_hists *d, const session_hists
 		add_row("session", "open+exec p99, warm pool (vs bwrap)", "us",
 		        pct_us(w->total, 99), b99, b99 / pct_us(w->total, 99), NULL, V_INFO);
 		info_row("session", "warm: open p50", "us", pct_us(w->open, 50));
+		info_row("session", "warm: open p50, node-side claim", "us", pct_us(w->claim, 50));
 		info_row("session", "warm: first exec p50", "us", pct_us(w->first, 50));
 	}
 	if (d && d->total->count) {
@@ -712,7 +715,7 @@ bench_session_settled(node *n, session_hists *h)
 		uint64_t t0 = kl_now_ns();
 		if (!session_open(n, sid, &r))
 			return;
-		uint64_t t1 = kl_now_ns();
+		uint64_t t1 = kl_now_ns(), claim_us = r.claim_us;
 		bool ok = wait_warm(n, (uint32_t)opt.pool_target, 10000);
 		usleep(5000);
 		uint64_t t2 = kl_now_ns();
@@ -722,6 +725,7 @@ bench_session_settled(node *n, session_hists *h)
 		usleep(5000);
 		if (!ok)
 			continue;
+		kl_hist_record(h->claim, claim_us * 1000);
 		kl_hist_record(h->open, t1 - t0);
 		kl_hist_record(h->first, t3 - t2);
 		kl_hist_record(h->total, t1 - t0 + t3 - t2);
@@ -757,13 +761,16 @@ bench_session(node *n)
 	kl_hist *hb = series_new("session", "bwrap /bin/true (cold sandbox)");
 	session_hists w = {series_new("session", "warm: open (claim)"),
 	                   series_new("session", "warm: first exec"),
-	                   series_new("session", "warm: open + first exec (kiln)")};
-	session_hists c = {series_new("session", "cold: open (create + claim)"),
-	                   series_new("session", "cold: first exec"),
-	                   series_new("session", "cold: open + first exec (kiln)")};
+	                   series_new("session", "warm: open + first exec (kiln)"),
+	                   series_new("session", "warm: node-side claim")};
 	session_hists d = {series_new("session", "settled: open (claim)"),
 	                   series_new("session", "settled: first exec, refill done"),
-	                   series_new("session", "settled: open + first exec")};
+	                   series_new("session", "settled: open + first exec"),
+	                   series_new("session", "settled: node-side claim")};
+	session_hists c = {series_new("session", "cold: open (create + claim)"),
+	                   series_new("session", "cold: first exec"),
+	                   series_new("session", "cold: open + first exec (kiln)"),
+	                   series_new("session", "cold: node-side open")};
 	bench_session_warm(n, bwrap, &w, hb);
 	bench_session_settled(n, &d);
 	bench_session_cold(&c);
@@ -773,7 +780,7 @@ bench_session(node *n)
 
 /* ---- 3. file tools ---- */
 
-/* file_size bytes of 64-byte lines; line 8 (or the last) carries MARKER-0. */
+/* size bytes of 64-byte lines; line 9 (line 1 of a small file) carries MARKER-0. */
 static char *
 make_content(size_t size)
 {
@@ -850,8 +857,13 @@ file_loop(node *n, const char *sid, const char *content, const char *host_path,
 		t[0] = kl_now_ns();
 		ok[1] = call_write(n, sid, "bench.txt", content, len, &r[1]);
 		t[1] = kl_now_ns();
-		ok[0] = call_read(n, sid, "bench.txt", &r[0]) && r[0].out_len >= len;
+		ok[0] = call_read(n, sid, "bench.txt", &r[0]);
 		t[2] = kl_now_ns();
+		if (ok[0] && r[0].out_len < len) {
+			fail("read returned %zu bytes of text for a %zu-byte file", r[0].out_len,
+			     len);
+			ok[0] = false;
+		}
 		ok[2] = call_edit(n, sid, "bench.txt", "MARKER-0", "MARKER-1", &r[2]);
 		t[3] = kl_now_ns();
 		uint64_t tc = spawn_cat(host_path, &catlen);

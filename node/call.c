@@ -285,6 +285,9 @@ call_start(call *c)
 	session *s = c->s;
 	c->started = true;
 	c->t_start_ns = kl_now_ns();
+	/* One line per execution: the integration tests count them per job id. */
+	KL_LOG(KL_DEBUG, NODE_COMPONENT, "session=%s job=%llu start tool=%d", s->id,
+	       (unsigned long long)c->tc->job_id, (int)c->tc->tool_case);
 	s->last_used_ms = kl_wall_ms();
 	s->calls++;
 	n->running++;

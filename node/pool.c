@@ -18,18 +18,45 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+/* Host /etc entries every sandbox sees. Deliberately not: environment and
+ * gitconfig (hosts keep proxy credentials and credential helpers there),
+ * shadow, passwd/group (generated instead), ssh, sudoers, hostname. */
 static const char *const default_etc[] = {
-	"alternatives", "ssl", "ca-certificates", "ca-certificates.conf", "ld.so.cache",
-	"ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "nsswitch.conf", "protocols",
-	"services", "mime.types", "magic", "magic.mime", "inputrc", "python3", "python3.11",
-	"perl", "os-release", "debian_version", "gai.conf", "host.conf", "terminfo", "gitconfig",
-	"bash.bashrc", "environment", "mke2fs.conf", "manpath.config", "papersize", NULL,
+        "alternatives",
+        "ssl",
+        "ca-certificates",
+        "ca-certificates.conf",
+        "ld.so.cache",
+        "ld.so.conf",
+        "ld.so.conf.d",
+        "localtime",
+        "timezone",
+        "nsswitch.conf",
+        "protocols",
+        "services",
+        "mime.types",
+        "magic",
+        "magic.mime",
+        "inputrc",
+        "python3",
+        "python3.11",
+        "perl",
+        "os-release",
+        "debian_version",
+        "gai.conf",
+        "host.conf",
+        "terminfo",
+        "bash.bashrc",
+        "mke2fs.conf",
+        "manpath.config",
+        "papersize",
+        NULL,
 };
 
 static const char *const devices[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
 
 static const char passwd[] = "root:x:0:0:root:/workspace:/bin/bash\n"
-			     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+                             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 static const char group[] = "root:x:0:\nnogroup:x:65534:\n";
 static const char hosts[] = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
@@ -54,8 +81,8 @@ plan_entry(ki_buf *m, const char *src, const char *dst)
 static void
 plan_host(node *n, ki_buf *m)
 {
-	static const char *const top[] = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32",
-					  NULL};
+	static const char *const top[] = {"usr",   "bin",   "sbin",   "lib",
+	                                  "lib32", "lib64", "libx32", NULL};
 	char src[4096], dst[4096];
 	for (int i = 0; top[i]; i++) {
 		snprintf(src, sizeof src, "/%s", top[i]);
@@ -84,7 +111,8 @@ plan_dir(ki_buf *m, const char *root, char *err, size_t errlen)
 	struct dirent *e;
 	char src[4096];
 	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+		if (e->d_name[0] == '.' &&
+		    (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
 			continue;
 		int skipit = 0;
 		for (int i = 0; skip[i]; i++)
@@ -195,7 +223,8 @@ waiting(tmpl *t)
 {
 	uint32_t w = 0;
 	kl_list *p;
-	kl_list_for_each(p, &t->waiters) w++;
+	kl_list_for_each (p, &t->waiters)
+		w++;
 	return w;
 }
 
@@ -251,6 +280,6 @@ pool_sandbox_failed(tmpl *t)
 		session *s = kl_list_entry(t->waiters.next, session, waitlink);
 		kl_list_del(&s->waitlink);
 		session_reply_opened(s, KILN__CODE__INTERNAL,
-				     "sandbox creation failed (see the node's log)");
+		                     "sandbox creation failed (see the node's log)");
 	}
 }

@@ -25,19 +25,65 @@
 #include <sys/socket.h>
 
 const char *const node_seccomp_denied[] = {
-	"mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsconfig",
-	"fsmount", "fspick", "mount_setattr", "ptrace", "process_vm_readv", "process_vm_writev",
-	"kexec_load", "kexec_file_load", "bpf", "perf_event_open", "keyctl", "add_key",
-	"request_key", "open_by_handle_at", "name_to_handle_at", "init_module", "finit_module",
-	"delete_module", "swapon", "swapoff", "reboot", "syslog", "acct", "quotactl",
-	"quotactl_fd", "setns", "userfaultfd", "settimeofday", "clock_settime", "clock_adjtime",
-	"adjtimex", "iopl", "ioperm", "lookup_dcookie", "uselib", "vhangup", "fanotify_init",
-	"chroot", "unshare", "personality", "set_mempolicy", "mbind", "migrate_pages",
-	"move_pages", "kcmp", "pidfd_getfd", "landlock_create_ruleset", NULL,
+        "mount",
+        "umount2",
+        "pivot_root",
+        "move_mount",
+        "open_tree",
+        "fsopen",
+        "fsconfig",
+        "fsmount",
+        "fspick",
+        "mount_setattr",
+        "ptrace",
+        "process_vm_readv",
+        "process_vm_writev",
+        "kexec_load",
+        "kexec_file_load",
+        "bpf",
+        "perf_event_open",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "open_by_handle_at",
+        "name_to_handle_at",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "swapon",
+        "swapoff",
+        "reboot",
+        "syslog",
+        "acct",
+        "quotactl",
+        "quotactl_fd",
+        "setns",
+        "userfaultfd",
+        "settimeofday",
+        "clock_settime",
+        "clock_adjtime",
+        "adjtimex",
+        "iopl",
+        "ioperm",
+        "lookup_dcookie",
+        "uselib",
+        "vhangup",
+        "fanotify_init",
+        "chroot",
+        "unshare",
+        "personality",
+        "set_mempolicy",
+        "mbind",
+        "migrate_pages",
+        "move_pages",
+        "kcmp",
+        "pidfd_getfd",
+        "landlock_create_ruleset",
+        NULL,
 };
 
 static const char *const enosys[] = {"io_uring_setup", "io_uring_enter", "io_uring_register",
-				     "clone3", NULL};
+                                     "clone3", NULL};
 
 static int
 deny_list(scmp_filter_ctx ctx, const char *const *names, uint32_t action)
@@ -60,22 +106,22 @@ deny_args(scmp_filter_ctx ctx)
 	int r = 0;
 	/* unshare is denied outright above; clone only with CLONE_NEWUSER. */
 	r |= seccomp_rule_add(ctx, eperm, SCMP_SYS(clone), 1,
-			      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
+	                      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
 	/* SCMP_CMP_EQ on the whole register let AF_NETLINK | 1 << 32 through. */
 	static const int families[] = {AF_NETLINK, AF_PACKET, AF_VSOCK};
 	for (size_t i = 0; i < KL_ARRAY_SIZE(families); i++) {
 		r |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
-				      SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, families[i]));
+		                      SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, families[i]));
 		r |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socketpair), 1,
-				      SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, families[i]));
+		                      SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, families[i]));
 	}
 	/* SOCK_RAW in the type's low nibble (flags such as SOCK_CLOEXEC sit above). */
 	r |= seccomp_rule_add(ctx, eperm, SCMP_SYS(socket), 1,
-			      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW));
+	                      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW));
 	r |= seccomp_rule_add(ctx, eperm, SCMP_SYS(ioctl), 1,
-			      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI));
+	                      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI));
 	r |= seccomp_rule_add(ctx, eperm, SCMP_SYS(ioctl), 1,
-			      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCLINUX));
+	                      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCLINUX));
 	return r ? -EINVAL : 0;
 }
 

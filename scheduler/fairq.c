@@ -26,8 +26,8 @@
 
 struct fq_tenant {
 	kl_list items;
-	kl_list link;   /* on q->backlog while items is not empty */
-	uint64_t pass;  /* virtual time of its next service */
+	kl_list link;  /* on q->backlog while items is not empty */
+	uint64_t pass; /* virtual time of its next service */
 	uint64_t stride;
 	uint32_t len;
 };
@@ -105,8 +105,7 @@ next_tenant(fairq *q)
 	struct fq_tenant *best = NULL;
 	uint64_t best_off = UINT64_MAX;
 	kl_list *pos;
-	kl_list_for_each(pos, &q->backlog)
-	{
+	kl_list_for_each (pos, &q->backlog) {
 		struct fq_tenant *ft = kl_list_entry(pos, struct fq_tenant, link);
 		uint64_t off = ft->pass - q->vtime;
 		if (off < best_off) {

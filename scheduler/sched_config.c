@@ -34,24 +34,24 @@ struct unit {
 };
 
 static const struct unit size_units[] = {
-	{"", 1},
-	{"b", 1},
-	{"k", 1ull << 10},
-	{"kb", 1ull << 10},
-	{"kib", 1ull << 10},
-	{"m", 1ull << 20},
-	{"mb", 1ull << 20},
-	{"mib", 1ull << 20},
-	{"g", 1ull << 30},
-	{"gb", 1ull << 30},
-	{"gib", 1ull << 30},
-	{"t", 1ull << 40},
-	{"tb", 1ull << 40},
-	{"tib", 1ull << 40},
-	{NULL, 0},
+        {"", 1},
+        {"b", 1},
+        {"k", 1ull << 10},
+        {"kb", 1ull << 10},
+        {"kib", 1ull << 10},
+        {"m", 1ull << 20},
+        {"mb", 1ull << 20},
+        {"mib", 1ull << 20},
+        {"g", 1ull << 30},
+        {"gb", 1ull << 30},
+        {"gib", 1ull << 30},
+        {"t", 1ull << 40},
+        {"tb", 1ull << 40},
+        {"tib", 1ull << 40},
+        {NULL, 0},
 };
 static const struct unit duration_units[] = {
-	{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}, {NULL, 0},
+        {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}, {NULL, 0},
 };
 static const struct unit cpu_units[] = {{"", 1000}, {"m", 1}, {NULL, 0}};
 static const struct unit count_units[] = {{"", 1}, {NULL, 0}};
@@ -172,49 +172,53 @@ struct key {
 };
 
 #define FIELD_SIZE(type, f) sizeof(((type *)0)->f)
-#define SK(n, k, f, lo, hi, x)                                                                     \
-	{n, k, FIELD_SIZE(sched_config, f), offsetof(sched_config, f), lo, hi, x}
-#define TK(n, k, f, lo, hi, x)                                                                     \
-	{n, k, FIELD_SIZE(sched_tenant_cfg, f), offsetof(sched_tenant_cfg, f), lo, hi, x}
+#define SK(n, k, f, lo, hi, x)                                                          \
+	{                                                                               \
+		n, k, FIELD_SIZE(sched_config, f), offsetof(sched_config, f), lo, hi, x \
+	}
+#define TK(n, k, f, lo, hi, x)                                                                  \
+	{                                                                                       \
+		n, k, FIELD_SIZE(sched_tenant_cfg, f), offsetof(sched_tenant_cfg, f), lo, hi, x \
+	}
 
 static const struct key sched_keys[] = {
-	SK("node_url", V_URL, node_url, 0, 0, NULL),
-	SK("client_url", V_URL, client_url, 0, 0, NULL),
-	SK("join_token", V_TOKEN, join_token, 0, 0, "join_token_file"),
-	SK("join_token_file", V_TOKEN_FILE, join_token, 0, 0, "join_token"),
-	SK("admin_token", V_TOKEN, admin_token, 0, 0, "admin_token_file"),
-	SK("admin_token_file", V_TOKEN_FILE, admin_token, 0, 0, "admin_token"),
-	SK("heartbeat", V_DURATION, heartbeat_ms, 1, DURATION_MAX, NULL),
-	SK("dead_after", V_DURATION, dead_after_ms, 1, DURATION_MAX, NULL),
-	SK("poll", V_DURATION, poll_ms, 1, DURATION_MAX, NULL),
-	SK("idle_ttl", V_DURATION, idle_ttl_ms, 1, DURATION_MAX, NULL),
-	SK("shutdown_grace", V_DURATION, shutdown_grace_ms, 0, DURATION_MAX, NULL),
-	SK("max_queued", V_COUNT, max_queued, 1, 0, NULL),
+        SK("node_url", V_URL, node_url, 0, 0, NULL),
+        SK("client_url", V_URL, client_url, 0, 0, NULL),
+        SK("join_token", V_TOKEN, join_token, 0, 0, "join_token_file"),
+        SK("join_token_file", V_TOKEN_FILE, join_token, 0, 0, "join_token"),
+        SK("admin_token", V_TOKEN, admin_token, 0, 0, "admin_token_file"),
+        SK("admin_token_file", V_TOKEN_FILE, admin_token, 0, 0, "admin_token"),
+        SK("heartbeat", V_DURATION, heartbeat_ms, 1, DURATION_MAX, NULL),
+        SK("dead_after", V_DURATION, dead_after_ms, 1, DURATION_MAX, NULL),
+        SK("poll", V_DURATION, poll_ms, 1, DURATION_MAX, NULL),
+        SK("idle_ttl", V_DURATION, idle_ttl_ms, 1, DURATION_MAX, NULL),
+        SK("shutdown_grace", V_DURATION, shutdown_grace_ms, 0, DURATION_MAX, NULL),
+        SK("max_queued", V_COUNT, max_queued, 1, 0, NULL),
 };
 
 static const struct key tenant_keys[] = {
-	TK("token", V_TOKEN, token, 0, 0, "token_file"),
-	TK("token_file", V_TOKEN_FILE, token, 0, 0, "token"),
-	TK("weight", V_COUNT, weight, 1, SCHED_WEIGHT_MAX, NULL),
-	TK("max_sessions", V_COUNT, max_sessions, 1, 0, NULL),
-	TK("max_inflight", V_COUNT, max_inflight, 1, 0, NULL),
-	TK("rate", V_COUNT, rate, 0, 0, NULL),
-	TK("burst", V_COUNT, burst, 1, 0, NULL),
-	TK("queue", V_COUNT, queue_limit, 1, 0, NULL),
-	TK("max_memory", V_SIZE, max.memory_bytes, 0, 0, NULL),
-	TK("max_pids", V_COUNT, max.pids, 0, 0, NULL),
-	TK("max_cpu", V_CPU, max.cpu_millicores, 0, 0, NULL),
-	TK("max_workspace", V_SIZE, max.workspace_bytes, 0, 0, NULL),
-	TK("max_timeout", V_DURATION, max.call_timeout_ms, 0, DURATION_MAX, NULL),
-	TK("max_output", V_SIZE, max.output_bytes, 0, 0, NULL),
-	TK("max_idle_ttl", V_DURATION, max.idle_ttl_ms, 0, DURATION_MAX, NULL),
-	TK("default_memory", V_SIZE, defaults.memory_bytes, 0, 0, NULL),
-	TK("default_pids", V_COUNT, defaults.pids, 0, 0, NULL),
-	TK("default_cpu", V_CPU, defaults.cpu_millicores, 0, 0, NULL),
-	TK("default_workspace", V_SIZE, defaults.workspace_bytes, 0, 0, NULL),
-	TK("default_timeout", V_DURATION, defaults.call_timeout_ms, 0, DURATION_MAX, NULL),
-	TK("default_output", V_SIZE, defaults.output_bytes, 0, 0, NULL),
-	TK("default_idle_ttl", V_DURATION, defaults.idle_ttl_ms, 0, DURATION_MAX, NULL),
+        TK("token", V_TOKEN, token, 0, 0, "token_file"),
+        TK("token_file", V_TOKEN_FILE, token, 0, 0, "token"),
+        TK("weight", V_COUNT, weight, 1, SCHED_WEIGHT_MAX, NULL),
+        TK("max_sessions", V_COUNT, max_sessions, 1, 0, NULL),
+        TK("max_inflight", V_COUNT, max_inflight, 1, 0, NULL),
+        TK("rate", V_COUNT, rate, 0, 0, NULL),
+        TK("burst", V_COUNT, burst, 1, 0, NULL),
+        TK("queue", V_COUNT, queue_limit, 1, 0, NULL),
+        TK("max_memory", V_SIZE, max.memory_bytes, 0, 0, NULL),
+        TK("max_pids", V_COUNT, max.pids, 0, 0, NULL),
+        TK("max_cpu", V_CPU, max.cpu_millicores, 0, 0, NULL),
+        TK("max_workspace", V_SIZE, max.workspace_bytes, 0, 0, NULL),
+        TK("max_timeout", V_DURATION, max.call_timeout_ms, 0, DURATION_MAX, NULL),
+        TK("max_output", V_SIZE, max.output_bytes, 0, 0, NULL),
+        TK("max_idle_ttl", V_DURATION, max.idle_ttl_ms, 0, DURATION_MAX, NULL),
+        TK("default_memory", V_SIZE, defaults.memory_bytes, 0, 0, NULL),
+        TK("default_pids", V_COUNT, defaults.pids, 0, 0, NULL),
+        TK("default_cpu", V_CPU, defaults.cpu_millicores, 0, 0, NULL),
+        TK("default_workspace", V_SIZE, defaults.workspace_bytes, 0, 0, NULL),
+        TK("default_timeout", V_DURATION, defaults.call_timeout_ms, 0, DURATION_MAX, NULL),
+        TK("default_output", V_SIZE, defaults.output_bytes, 0, 0, NULL),
+        TK("default_idle_ttl", V_DURATION, defaults.idle_ttl_ms, 0, DURATION_MAX, NULL),
 };
 
 #define NSKEYS KL_ARRAY_SIZE(sched_keys)
@@ -225,8 +229,8 @@ static const struct key tenant_keys[] = {
 enum section { SEC_NONE, SEC_SCHED, SEC_TENANT, SEC_BAD };
 
 struct tenant_meta {
-	int line;              /* of the [tenant NAME] header */
-	int key_line[NTKEYS];  /* where each key was set; 0 = not set */
+	int line;             /* of the [tenant NAME] header */
+	int key_line[NTKEYS]; /* where each key was set; 0 = not set */
 };
 
 struct parse {
@@ -243,7 +247,10 @@ struct parse {
 	char msg[512];
 };
 
-static int KL_PRINTF(3, 4)
+/* Record the first error (and only the first); returns 0 for inih's "failed". */
+static int perr(struct parse *p, int line, const char *fmt, ...) KL_PRINTF(3, 4);
+
+static int
 perr(struct parse *p, int line, const char *fmt, ...)
 {
 	if (p->failed)
@@ -251,7 +258,7 @@ perr(struct parse *p, int line, const char *fmt, ...)
 	p->failed = true;
 	p->errline = line;
 	int n = line ? snprintf(p->msg, sizeof p->msg, "config line %d: ", line)
-		     : snprintf(p->msg, sizeof p->msg, "config: ");
+	             : snprintf(p->msg, sizeof p->msg, "config: ");
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(p->msg + n, sizeof p->msg - (size_t)n, fmt, ap);
@@ -419,7 +426,7 @@ set_token_file(struct parse *p, const struct key *k, const char *path, char *dst
 		return perr(p, p->lineno, "%s: cannot read '%s': %s", k->name, path, strerror(-r));
 	if (len > TOKEN_FILE_MAX)
 		return perr(p, p->lineno, "%s: '%s' is larger than %d bytes", k->name, path,
-			    TOKEN_FILE_MAX);
+		            TOKEN_FILE_MAX);
 	if (strlen(buf) != len)
 		return perr(p, p->lineno, "%s: '%s' contains a NUL byte", k->name, path);
 	char *s = buf, *e = buf + len;
@@ -450,7 +457,7 @@ set_string(struct parse *p, const struct key *k, const char *v, char *dst)
 			ok = !is_blank(*q) && isprint((unsigned char)*q);
 		if (!ok)
 			return perr(p, p->lineno, "%s: not a URL like tcp://host:port: '%s'",
-				    k->name, v);
+			            k->name, v);
 	}
 	memcpy(dst, v, len + 1);
 	return 1;
@@ -473,21 +480,21 @@ static int
 set_number(struct parse *p, const struct key *k, const char *v, void *dst)
 {
 	static const char *what[] = {
-		[V_COUNT] = "a number",
-		[V_SIZE] = "a size",
-		[V_DURATION] = "a duration",
-		[V_CPU] = "a CPU amount",
+	        [V_COUNT] = "a number",
+	        [V_SIZE] = "a size",
+	        [V_DURATION] = "a duration",
+	        [V_CPU] = "a CPU amount",
 	};
 	static const char *base[] = {
-		[V_COUNT] = "number",
-		[V_SIZE] = "number of bytes",
-		[V_DURATION] = "number of milliseconds",
-		[V_CPU] = "number of millicores",
+	        [V_COUNT] = "number",
+	        [V_SIZE] = "number of bytes",
+	        [V_DURATION] = "number of milliseconds",
+	        [V_CPU] = "number of millicores",
 	};
-	const struct unit *units = k->kind == V_SIZE	   ? size_units
-				   : k->kind == V_DURATION ? duration_units
-				   : k->kind == V_CPU	   ? cpu_units
-							   : count_units;
+	const struct unit *units = k->kind == V_SIZE       ? size_units
+	                           : k->kind == V_DURATION ? duration_units
+	                           : k->kind == V_CPU      ? cpu_units
+	                                                   : count_units;
 	uint64_t max = k->max ? k->max : k->width == 4 ? UINT32_MAX : UINT64_MAX, x;
 	char lim[64];
 	if (*v == '-')
@@ -498,8 +505,7 @@ set_number(struct parse *p, const struct key *k, const char *v, void *dst)
 	if (r == -EINVAL)
 		return perr(p, p->lineno, "%s: not %s: '%s'", k->name, what[k->kind], v);
 	if (r == -EDOM)
-		return perr(p, p->lineno, "%s: '%s' is not a whole %s", k->name, v,
-			    base[k->kind]);
+		return perr(p, p->lineno, "%s: '%s' is not a whole %s", k->name, v, base[k->kind]);
 	if (r == -ERANGE || x > max) {
 		fmt_kind(k->kind, max, lim, sizeof lim);
 		return perr(p, p->lineno, "%s: '%s' is too large (at most %s)", k->name, v, lim);
@@ -520,7 +526,7 @@ set_number(struct parse *p, const struct key *k, const char *v, void *dst)
 /* Set one key of a section; lines[] records where each key was set. */
 static int
 set_key(struct parse *p, const struct key *keys, size_t nkeys, int *lines, void *obj,
-	const char *name, const char *value)
+        const char *name, const char *value)
 {
 	const struct key *k = NULL;
 	for (size_t i = 0; i < nkeys && !k; i++)
@@ -530,14 +536,14 @@ set_key(struct parse *p, const struct key *keys, size_t nkeys, int *lines, void 
 		return perr(p, p->lineno, "%s: unknown key in [scheduler]", name);
 	if (!k)
 		return perr(p, p->lineno, "%s: unknown key in [tenant %s]", name,
-			    p->c->tenants[p->c->ntenants - 1].name);
+		            p->c->tenants[p->c->ntenants - 1].name);
 	size_t idx = (size_t)(k - keys);
 	if (lines[idx])
 		return perr(p, p->lineno, "%s: set twice (first on line %d)", name, lines[idx]);
 	for (size_t i = 0; k->excl && i < nkeys; i++)
 		if (lines[i] && !strcmp(keys[i].name, k->excl))
 			return perr(p, p->lineno, "%s: %s was already set on line %d; use one",
-				    name, k->excl, lines[i]);
+			            name, k->excl, lines[i]);
 	lines[idx] = p->lineno;
 	char *dst = (char *)obj + k->off;
 	switch (k->kind) {
@@ -560,9 +566,10 @@ handle(void *user, const char *section, const char *name, const char *value)
 		return 0;
 	switch (p->sec) {
 	case SEC_NONE:
-		return perr(p, p->lineno, "%s: outside any section (put it under [scheduler] or "
-					  "[tenant NAME])",
-			    name);
+		return perr(p, p->lineno,
+		            "%s: outside any section (put it under [scheduler] or "
+		            "[tenant NAME])",
+		            name);
 	case SEC_BAD:
 		return 0;
 	case SEC_SCHED:
@@ -571,8 +578,7 @@ handle(void *user, const char *section, const char *name, const char *value)
 		break;
 	}
 	int i = p->c->ntenants - 1;
-	return set_key(p, tenant_keys, NTKEYS, p->meta[i].key_line, &p->c->tenants[i], name,
-		       value);
+	return set_key(p, tenant_keys, NTKEYS, p->meta[i].key_line, &p->c->tenants[i], name, value);
 }
 
 /* ---- cross-checks once every line is in ---- */
@@ -670,7 +676,8 @@ finish_tenant(struct parse *p, int i)
 	if (!tkey_line(m, "burst"))
 		t->burst = t->rate > UINT32_MAX / 2 ? UINT32_MAX : 2 * t->rate;
 	if (!tkey_line(m, "queue"))
-		t->queue_limit = t->max_inflight > UINT32_MAX / 4 ? UINT32_MAX : 4 * t->max_inflight;
+		t->queue_limit =
+		        t->max_inflight > UINT32_MAX / 4 ? UINT32_MAX : 4 * t->max_inflight;
 	check_defaults(p, t, m);
 	check_token(p, i);
 }
@@ -687,8 +694,9 @@ finish(struct parse *p)
 		     "dead_after (%s) must be longer than heartbeat (%s)", a, b);
 	}
 	if (!*c->join_token)
-		perr(p, 0, "[scheduler] needs join_token or join_token_file: nodes must prove they "
-			   "belong to the cluster");
+		perr(p, 0,
+		     "[scheduler] needs join_token or join_token_file: nodes must prove they "
+		     "belong to the cluster");
 	if (*c->admin_token && !strcmp(c->admin_token, c->join_token)) {
 		int line = skey_line(p, "admin_token");
 		perr(p, line ? line : skey_line(p, "admin_token_file"),
@@ -747,21 +755,22 @@ sched_config_load_file(const char *path, sched_config *c, char *err, size_t errl
 	if (len > CONFIG_FILE_MAX || strlen(text) != len) {
 		if (err && errlen)
 			snprintf(err, errlen, "config: '%s' %s", path,
-				 len > CONFIG_FILE_MAX ? "is larger than 1 MiB"
-						       : "contains a NUL byte");
+			         len > CONFIG_FILE_MAX ? "is larger than 1 MiB"
+			                               : "contains a NUL byte");
 		return -EINVAL;
 	}
 	/* Token files sit next to the config: resolve them from its directory. */
 	_cleanup_close_ int dirfd = -1;
 	const char *slash = strrchr(path, '/');
 	if (slash) {
-		_cleanup_free_ char *dir = kl_xstrndup(path, slash == path ? 1 : (size_t)(slash - path));
+		_cleanup_free_ char *dir =
+		        kl_xstrndup(path, slash == path ? 1 : (size_t)(slash - path));
 		dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (dirfd < 0) {
 			r = -errno;
 			if (err && errlen)
 				snprintf(err, errlen, "config: cannot open '%s': %s", dir,
-					 strerror(-r));
+				         strerror(-r));
 			return r;
 		}
 	}
@@ -784,44 +793,44 @@ sched_config_init(sched_config *c)
 
 /* `kiln dev`'s cluster, written in the file format so it is parsed like any other. */
 static const char dev_config[] = "[scheduler]\n"
-				 "node_url = tcp://127.0.0.1:7070\n"
-				 "join_token = kiln-dev-join\n"
-				 "admin_token = kiln-dev-admin\n"
-				 "\n"
-				 "[tenant dev]\n"
-				 "token = kiln-dev-token\n"
-				 "max_sessions = 10000\n"
-				 "max_inflight = 4096\n"
-				 "rate = 0\n"
-				 "queue = 16384\n"
-				 "\n"
-				 "[tenant acme]\n"
-				 "token = kiln-dev-acme\n"
-				 "weight = 2\n"
-				 "max_sessions = 100\n"
-				 "max_inflight = 32\n"
-				 "rate = 200\n"
-				 "queue = 256\n"
-				 "max_memory = 2G\n"
-				 "max_pids = 1024\n"
-				 "max_cpu = 2\n"
-				 "max_timeout = 10m\n"
-				 "default_memory = 512M\n"
-				 "default_timeout = 2m\n"
-				 "\n"
-				 "[tenant globex]\n"
-				 "token = kiln-dev-globex\n"
-				 "weight = 1\n"
-				 "max_sessions = 50\n"
-				 "max_inflight = 16\n"
-				 "rate = 100\n"
-				 "queue = 128\n"
-				 "max_memory = 1G\n"
-				 "max_pids = 512\n"
-				 "max_cpu = 1\n"
-				 "max_timeout = 5m\n"
-				 "default_memory = 256M\n"
-				 "default_timeout = 1m\n";
+                                 "node_url = tcp://127.0.0.1:7070\n"
+                                 "join_token = kiln-dev-join\n"
+                                 "admin_token = kiln-dev-admin\n"
+                                 "\n"
+                                 "[tenant dev]\n"
+                                 "token = kiln-dev-token\n"
+                                 "max_sessions = 10000\n"
+                                 "max_inflight = 4096\n"
+                                 "rate = 0\n"
+                                 "queue = 16384\n"
+                                 "\n"
+                                 "[tenant acme]\n"
+                                 "token = kiln-dev-acme\n"
+                                 "weight = 2\n"
+                                 "max_sessions = 100\n"
+                                 "max_inflight = 32\n"
+                                 "rate = 200\n"
+                                 "queue = 256\n"
+                                 "max_memory = 2G\n"
+                                 "max_pids = 1024\n"
+                                 "max_cpu = 2\n"
+                                 "max_timeout = 10m\n"
+                                 "default_memory = 512M\n"
+                                 "default_timeout = 2m\n"
+                                 "\n"
+                                 "[tenant globex]\n"
+                                 "token = kiln-dev-globex\n"
+                                 "weight = 1\n"
+                                 "max_sessions = 50\n"
+                                 "max_inflight = 16\n"
+                                 "rate = 100\n"
+                                 "queue = 128\n"
+                                 "max_memory = 1G\n"
+                                 "max_pids = 512\n"
+                                 "max_cpu = 1\n"
+                                 "max_timeout = 5m\n"
+                                 "default_memory = 256M\n"
+                                 "default_timeout = 1m\n";
 
 void
 sched_config_dev(sched_config *c)

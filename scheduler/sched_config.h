@@ -27,25 +27,25 @@ typedef struct sched_tenant_cfg {
 	uint32_t weight;       /* default 1, 1..1000 */
 	uint32_t max_sessions; /* default 100 */
 	uint32_t max_inflight; /* calls queued+running, default 64 */
-	uint32_t rate;         /* calls submitted per second (token bucket), default 100; 0 = unlimited */
-	uint32_t burst;        /* default 2*rate */
-	uint32_t queue_limit;  /* most calls waiting in the scheduler for this tenant, default 4*max_inflight */
+	uint32_t rate;  /* calls submitted per second (token bucket), default 100; 0 = no limit */
+	uint32_t burst; /* default 2*rate */
+	uint32_t queue_limit;  /* most calls waiting in the scheduler, default 4*max_inflight */
 	Kiln__Limits max;      /* largest per-session limits; 0 fields = no cap */
-	Kiln__Limits defaults; /* session defaults when a request leaves a field 0; 0 = node template default */
+	Kiln__Limits defaults; /* for fields a request leaves 0; 0 = the node template's default */
 } sched_tenant_cfg;
 
 typedef struct sched_config {
 	char node_url[256];         /* where nodes dial: default tcp://0.0.0.0:7070 */
 	char client_url[256];       /* where clients connect: default tcp://127.0.0.1:7071 */
 	char join_token[256];       /* join_token = / join_token_file = ; required unless dev */
-	char admin_token[256];      /* admin_token = / admin_token_file = ; may be empty (no admin ops) */
+	char admin_token[256];      /* admin_token = / admin_token_file = ; empty: no admin ops */
 	uint32_t heartbeat_ms;      /* 1000 */
 	uint32_t dead_after_ms;     /* 3000 */
 	uint32_t poll_ms;           /* how long a node's work request is held, 5000 */
 	uint32_t max_queued;        /* all tenants, 100000 */
 	uint32_t idle_ttl_ms;       /* session idle TTL default, 30 min */
 	uint32_t shutdown_grace_ms; /* 10000 */
-	bool dev;                   /* made by sched_config_dev(): well-known tokens, never a file */
+	bool dev; /* made by sched_config_dev(): well-known tokens, never a file */
 	int ntenants;
 	sched_tenant_cfg *tenants; /* heap array */
 } sched_config;

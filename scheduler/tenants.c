@@ -4,8 +4,8 @@
  * comparison is constant-time across the whole table so that response timing
  * cannot be used to guess a token byte by byte or to learn which tenant a
  * near miss belongs to. The bucket is kept in floating point; a small epsilon
- * lets a caller that waits exactly the advertised retry-after get in despite
- * rounding.
+ * (a billionth of a token) lets a caller that waits exactly the advertised
+ * retry-after get in despite rounding.
  */
 #include "tenants.h"
 
@@ -98,7 +98,9 @@ sched_tenant_take(sched_tenant *t, uint64_t now_ns, uint32_t *retry_after_ms)
 		t->tokens = KL_MAX(0.0, t->tokens - 1.0);
 		return 0;
 	}
-	double wait_ns = ceil((1.0 - t->tokens) * NSEC_PER_SEC / rate);
+	/* Aim at half the slack admission grants: rounding in either computation
+	 * is far below it, so the wait is enough and not a millisecond more. */
+	double wait_ns = (1.0 - BUCKET_EPS / 2 - t->tokens) * NSEC_PER_SEC / rate;
 	double ms = ceil(wait_ns / NSEC_PER_MSEC);
 	if (retry_after_ms)
 		*retry_after_ms = ms < 1 ? 1 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
@@ -114,16 +116,19 @@ struct limit_field {
 	enum unit unit;
 };
 
-#define LF(n, f, u) {n, offsetof(Kiln__Limits, f), sizeof(((Kiln__Limits *)0)->f), u}
+#define LF(n, f, u)                                                             \
+	{                                                                       \
+		n, offsetof(Kiln__Limits, f), sizeof(((Kiln__Limits *)0)->f), u \
+	}
 
 static const struct limit_field limit_fields[] = {
-	LF("memory", memory_bytes, U_BYTES),
-	LF("pids", pids, U_COUNT),
-	LF("cpu", cpu_millicores, U_MILLICORES),
-	LF("workspace", workspace_bytes, U_BYTES),
-	LF("timeout", call_timeout_ms, U_MS),
-	LF("output", output_bytes, U_BYTES),
-	LF("idle_ttl", idle_ttl_ms, U_MS),
+        LF("memory", memory_bytes, U_BYTES),       /* memory.max */
+        LF("pids", pids, U_COUNT),                 /* pids.max */
+        LF("cpu", cpu_millicores, U_MILLICORES),   /* cpu.max */
+        LF("workspace", workspace_bytes, U_BYTES), /* the /workspace tmpfs */
+        LF("timeout", call_timeout_ms, U_MS),      /* a call's default timeout */
+        LF("output", output_bytes, U_BYTES),       /* per output stream */
+        LF("idle_ttl", idle_ttl_ms, U_MS),         /* session idle TTL */
 };
 
 static uint64_t
@@ -166,8 +171,8 @@ fmt_unit(enum unit u, uint64_t v, char *buf, size_t n)
 }
 
 int
-sched_tenant_limits(const sched_tenant *t, const Kiln__Limits *req, Kiln__Limits *out,
-		    char *err, size_t errlen)
+sched_tenant_limits(const sched_tenant *t, const Kiln__Limits *req, Kiln__Limits *out, char *err,
+                    size_t errlen)
 {
 	const sched_tenant_cfg *c = t->cfg;
 	Kiln__Limits res = KILN__LIMITS__INIT;
@@ -179,8 +184,8 @@ sched_tenant_limits(const sched_tenant *t, const Kiln__Limits *req, Kiln__Limits
 				char a[64], b[64];
 				fmt_unit(f->unit, want, a, sizeof a);
 				fmt_unit(f->unit, max, b, sizeof b);
-				snprintf(err, errlen, "%s %s exceeds tenant %s's max %s", f->name, a,
-					 c->name, b);
+				snprintf(err, errlen, "%s %s exceeds tenant %s's max %s", f->name,
+				         a, c->name, b);
 			}
 			return -EPERM;
 		}

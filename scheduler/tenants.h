@@ -17,9 +17,9 @@
 
 typedef struct sched_tenant {
 	const sched_tenant_cfg *cfg;
-	uint32_t idx; /* index in the table */
+	uint32_t idx;                        /* index in the table */
 	uint32_t sessions, inflight, queued; /* maintained by the scheduler core */
-	double tokens; /* token bucket */
+	double tokens;                       /* token bucket */
 	uint64_t tokens_ns;
 	uint64_t calls_done, rejected; /* maintained by the scheduler core */
 } sched_tenant;
@@ -60,6 +60,6 @@ int sched_tenant_take(sched_tenant *t, uint64_t now_ns, uint32_t *retry_after_ms
  * err may be NULL.
  */
 int sched_tenant_limits(const sched_tenant *t, const Kiln__Limits *req, Kiln__Limits *out,
-			char *err, size_t errlen);
+                        char *err, size_t errlen);
 
 #endif

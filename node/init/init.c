@@ -47,9 +47,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define CTL_FD     3
-#define NEWROOT    "/tmp"
-#define MAX_CHILD  4096
+#define CTL_FD      3
+#define NEWROOT     "/tmp"
+#define MAX_CHILD   4096
 #define CHILD_STACK (64 * 1024)
 
 static uint8_t rbuf[KI_MAX_MSG];
@@ -67,7 +67,7 @@ static int nkids;
 
 static void
 send_msg(uint32_t type, uint64_t id, int32_t a, int32_t b, int32_t c, uint64_t x, uint64_t y,
-	 const char *text)
+         const char *text)
 {
 	ki_buf m;
 	ki_begin(&m, wbuf, sizeof wbuf, type, id);
@@ -104,8 +104,10 @@ recv_msg(int *fds, int *nfds)
 {
 	char cbuf[CMSG_SPACE(sizeof(int) * KI_MAX_FDS)];
 	struct iovec iov = {rbuf, sizeof rbuf};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof cbuf};
+	struct msghdr mh = {.msg_iov = &iov,
+	                    .msg_iovlen = 1,
+	                    .msg_control = cbuf,
+	                    .msg_controllen = sizeof cbuf};
 	ssize_t n;
 	do
 		n = recvmsg(CTL_FD, &mh, MSG_CMSG_CLOEXEC);
@@ -198,9 +200,9 @@ static void
 setup_dev(void)
 {
 	static const char *const links[][2] = {
-		{"/proc/self/fd", "fd"},     {"/proc/self/fd/0", "stdin"},
-		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
-		{"pts/ptmx", "ptmx"},
+	        {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"},
+	        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+	        {"pts/ptmx", "ptmx"},
 	};
 	xmount("tmpfs", NEWROOT "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=65536");
 	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
@@ -237,13 +239,13 @@ setup_proc(void)
 	xmount("proc", NEWROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	/* Sysctls and sysrq stay read-only even for processes that regain a cap. */
 	static const char *const ro[] = {NEWROOT "/proc/sys", NEWROOT "/proc/sysrq-trigger",
-					 NEWROOT "/proc/irq", NEWROOT "/proc/bus"};
+	                                 NEWROOT "/proc/irq", NEWROOT "/proc/bus"};
 	for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++) {
 		if (access(ro[i], F_OK) < 0)
 			continue;
 		xmount(ro[i], ro[i], NULL, MS_BIND | MS_REC, NULL);
 		set_attr(ro[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-			 AT_RECURSIVE);
+		         AT_RECURSIVE);
 	}
 }
 
@@ -339,7 +341,7 @@ setup(uint32_t len)
 		die(EINVAL, "malformed config message");
 	if (h->a > 0)
 		snprintf(opts, sizeof opts, "mode=0755,size=%llu,nr_inodes=%d",
-			 (unsigned long long)h->x, h->a);
+		         (unsigned long long)h->x, h->a);
 	else
 		snprintf(opts, sizeof opts, "mode=0755,size=%llu", (unsigned long long)h->x);
 	xmount("tmpfs", NEWROOT "/workspace", "tmpfs", MS_NOSUID | MS_NODEV, opts);
@@ -397,7 +399,7 @@ resolve_exe(const char *name, char **envp)
 	while (*path) {
 		const char *e = strchrnul(path, ':');
 		int n = snprintf(exe_buf, sizeof exe_buf, "%.*s/%s", (int)(e - path),
-				 e == path ? "." : path, name);
+		                 e == path ? "." : path, name);
 		if (n > 0 && (size_t)n < sizeof exe_buf) {
 			struct stat st;
 			if (stat(exe_buf, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -413,11 +415,11 @@ resolve_exe(const char *name, char **envp)
 	return -err;
 }
 
-#define CHILD_FAIL(st, e)                                                                         \
-	do {                                                                                       \
-		sp.stage = (st);                                                                   \
-		sp.err = (int)-(e);                                                                \
-		return 127;                                                                        \
+#define CHILD_FAIL(st, e)           \
+	do {                        \
+		sp.stage = (st);    \
+		sp.err = (int)-(e); \
+		return 127;         \
 	} while (0)
 
 static int
@@ -425,10 +427,10 @@ child_caps(void)
 {
 	long r;
 	r = kl_sys5(SYS_prctl, PR_SET_SECUREBITS,
-		    SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
-			    SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
-			    SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
-		    0, 0, 0);
+	            SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+	                    SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+	                    SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
+	            0, 0, 0);
 	if (r < 0)
 		return (int)r;
 	for (int c = 0; c <= 63; c++) {
@@ -613,7 +615,8 @@ do_spawn(uint32_t len, const int *fds, int nfds)
 	int r = parse_spawn(len, fds, nfds);
 	if (r < 0) {
 		close_spawn_fds();
-		send_msg(KI_SPAWN_FAILED, id, -r, KI_STAGE_SETUP, 0, 0, 0, "malformed spawn request");
+		send_msg(KI_SPAWN_FAILED, id, -r, KI_STAGE_SETUP, 0, 0, 0,
+		         "malformed spawn request");
 		return;
 	}
 	if ((r = resolve_exe(sp.argv[0], sp.envp)) < 0) {
@@ -623,7 +626,8 @@ do_spawn(uint32_t len, const int *fds, int nfds)
 	}
 	if (nkids >= MAX_CHILD) {
 		close_spawn_fds();
-		send_msg(KI_SPAWN_FAILED, id, EAGAIN, KI_STAGE_CLONE, 0, 0, 0, "too many processes");
+		send_msg(KI_SPAWN_FAILED, id, EAGAIN, KI_STAGE_CLONE, 0, 0, 0,
+		         "too many processes");
 		return;
 	}
 	if (!stack && !(stack = malloc(CHILD_STACK)))
@@ -664,9 +668,12 @@ reap(void)
 		for (int i = 0; i < nkids; i++) {
 			if (kids[i].pid != p)
 				continue;
-			uint64_t ut = (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec;
-			uint64_t stm = (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
-			send_msg(KI_EXITED, kids[i].id, p, st, (int32_t)ru.ru_maxrss, ut, stm, NULL);
+			uint64_t ut = (uint64_t)ru.ru_utime.tv_sec * 1000000 +
+			              (uint64_t)ru.ru_utime.tv_usec;
+			uint64_t stm = (uint64_t)ru.ru_stime.tv_sec * 1000000 +
+			               (uint64_t)ru.ru_stime.tv_usec;
+			send_msg(KI_EXITED, kids[i].id, p, st, (int32_t)ru.ru_maxrss, ut, stm,
+			         NULL);
 			kids[i] = kids[--nkids];
 			break;
 		}

@@ -52,7 +52,6 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <termios.h>
 #include <unistd.h>
 
 /* Set in an int argument: the kernel drops it, a 64-bit compare in the filter does not. */
@@ -1360,16 +1359,16 @@ p_abstract_serve(int argc, char **argv)
 	struct chk c = {0};
 	struct sockaddr_un a;
 	socklen_t sl = abstract_addr(&a, argc > 2 ? argv[2] : "kiln-probe");
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s < 0 || bind(s, (struct sockaddr *)&a, sl) < 0 || listen(s, 8) < 0) {
 		note(&c, V_FAIL, "bind/listen: %s", en(errno));
 		return finish(&c);
 	}
 	note(&c, V_OK, "listening on @%s", a.sun_path + 1);
 	finish(&c);
-	/* Serve for a while: the test connects from this session and from another. */
+	/* Serve for a minute: the test connects from this session and from another. */
 	for (int i = 0; i < 600; i++) {
-		int k = accept4(s, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		int k = accept4(s, NULL, NULL, SOCK_CLOEXEC);
 		if (k >= 0) {
 			(void)!write(k, "kiln-abstract-secret\n", 21);
 			close(k);

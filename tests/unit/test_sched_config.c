@@ -37,7 +37,7 @@ expect_err_at(const char *text, const char *msg, int srcline)
 	int r = load(text, &c);
 	if (r != -EINVAL || strcmp(errbuf, msg))
 		KT_FAIL("(line %d) load: r=%d err=\"%s\", want -EINVAL \"%s\"", srcline, r, errbuf,
-			msg);
+		        msg);
 	const unsigned char *b = (const unsigned char *)&c;
 	for (size_t i = 0; i < sizeof c; i++)
 		if (b[i] != 0x5a)
@@ -62,21 +62,21 @@ TEST(sizes)
 		const char *s;
 		uint64_t v;
 	} ok[] = {
-		{"0", 0},
-		{"512", 512},
-		{"1B", 1},
-		{"1K", 1024},
-		{"1k", 1024},
-		{"1KiB", 1024},
-		{"1kb", 1024},
-		{"4M", 4ull << 20},
-		{"2G", 2ull << 30},
-		{"2 GiB", 2ull << 30},
-		{"1.5G", 3ull << 29},
-		{"0.5K", 512},
-		{"4T", 4ull << 40},
-		{"007", 7},
-		{"18446744073709551615", UINT64_MAX},
+	        {"0", 0},
+	        {"512", 512},
+	        {"1B", 1},
+	        {"1K", 1024},
+	        {"1k", 1024},
+	        {"1KiB", 1024},
+	        {"1kb", 1024},
+	        {"4M", 4ull << 20},
+	        {"2G", 2ull << 30},
+	        {"2 GiB", 2ull << 30},
+	        {"1.5G", 3ull << 29},
+	        {"0.5K", 512},
+	        {"4T", 4ull << 40},
+	        {"007", 7},
+	        {"18446744073709551615", UINT64_MAX},
 	};
 	for (size_t i = 0; i < KL_ARRAY_SIZE(ok); i++) {
 		uint64_t v = 12345;
@@ -87,31 +87,31 @@ TEST(sizes)
 		const char *s;
 		int r;
 	} bad[] = {
-		{"", -EINVAL},
-		{"G", -EINVAL},
-		{"-1", -EINVAL},
-		{"+1", -EINVAL},
-		{" 1", -EINVAL},
-		{"1X", -EINVAL},
-		{"2X", -EINVAL},
-		{"1.K", -EINVAL},
-		{".5K", -EINVAL},
-		{"1.1K", -EINVAL}, /* 1126.4 bytes */
-		{"0x10", -EINVAL},
-		{"1e3", -EINVAL},
-		{"1 2", -EINVAL},
-		{"1GG", -EINVAL},
-		{"1.0000000001G", -EINVAL},
-		{"18446744073709551616", -ERANGE},
-		{"99999999999999999999999", -ERANGE},
-		{"16777216T", -ERANGE},
+	        {"", -EINVAL},
+	        {"G", -EINVAL},
+	        {"-1", -EINVAL},
+	        {"+1", -EINVAL},
+	        {" 1", -EINVAL},
+	        {"1X", -EINVAL},
+	        {"2X", -EINVAL},
+	        {"1.K", -EINVAL},
+	        {".5K", -EINVAL},
+	        {"1.1K", -EINVAL}, /* 1126.4 bytes */
+	        {"0x10", -EINVAL},
+	        {"1e3", -EINVAL},
+	        {"1 2", -EINVAL},
+	        {"1GG", -EINVAL},
+	        {"1.0000000001G", -EINVAL},
+	        {"18446744073709551616", -ERANGE},
+	        {"99999999999999999999999", -ERANGE},
+	        {"16777216T", -ERANGE},
 	};
 	for (size_t i = 0; i < KL_ARRAY_SIZE(bad); i++) {
 		uint64_t v = 12345;
 		int r = sched_parse_size(bad[i].s, &v);
 		if (r != bad[i].r || v != 12345)
 			KT_FAIL("size '%s' -> r=%d v=%" PRIu64 ", want %d", bad[i].s, r, v,
-				bad[i].r);
+			        bad[i].r);
 	}
 }
 
@@ -121,15 +121,14 @@ TEST(durations_and_cpu)
 		const char *s;
 		uint64_t v;
 	} dur[] = {
-		{"1500ms", 1500}, {"90s", 90000}, {"2m", 120000}, {"1h", 3600000},
-		{"30", 30000},	  {"1.5s", 1500}, {"0.5m", 30000}, {"0", 0},
-		{"2M", 120000},	  {"0ms", 0},
+	        {"1500ms", 1500}, {"90s", 90000},  {"2m", 120000}, {"1h", 3600000}, {"30", 30000},
+	        {"1.5s", 1500},   {"0.5m", 30000}, {"0", 0},       {"2M", 120000},  {"0ms", 0},
 	};
 	uint64_t v;
 	for (size_t i = 0; i < KL_ARRAY_SIZE(dur); i++)
 		if (sched_parse_duration_ms(dur[i].s, &v) != 0 || v != dur[i].v)
 			KT_FAIL("duration '%s' -> %" PRIu64 ", want %" PRIu64, dur[i].s, v,
-				dur[i].v);
+			        dur[i].v);
 	static const char *dbad[] = {"", "s", "1d", "0.5ms", "1.0005s", "-1s", "1 h x", "1hr"};
 	for (size_t i = 0; i < KL_ARRAY_SIZE(dbad); i++)
 		if (sched_parse_duration_ms(dbad[i], &v) != -EINVAL)
@@ -222,42 +221,42 @@ TEST(defaults)
 TEST(every_key)
 {
 	static const char text[] = "; every key, in order\n"
-				   "[scheduler]\n"
-				   "node_url = tcp://10.0.0.1:7000\n"
-				   "client_url = ipc:///run/kiln/client.sock\n"
-				   "join_token = join-0123456789\n"
-				   "admin_token = admin-abcdef\n"
-				   "heartbeat = 500ms\n"
-				   "dead_after = 2s\n"
-				   "poll = 3s\n"
-				   "idle_ttl = 1h\n"
-				   "shutdown_grace = 0\n"
-				   "max_queued = 5000\n"
-				   "\n"
-				   "[tenant acme]\n"
-				   "token = acme-token_1.x~y+z/w=\n"
-				   "weight = 2\n"
-				   "max_sessions = 200\n"
-				   "max_inflight = 64\n"
-				   "rate = 200\n"
-				   "burst = 400\n"
-				   "queue = 300\n"
-				   "max_memory = 2G\n"
-				   "max_pids = 1024\n"
-				   "max_cpu = 2000m\n"
-				   "max_workspace = 4G\n"
-				   "max_timeout = 10m\n"
-				   "max_output = 4M\n"
-				   "max_idle_ttl = 2h\n"
-				   "default_memory = 512M\n"
-				   "default_pids = 256\n"
-				   "default_cpu = 0.5\n"
-				   "default_workspace = 1G\n"
-				   "default_timeout = 2m\n"
-				   "default_output = 1M\n"
-				   "default_idle_ttl = 30m\n"
-				   "[tenant globex]\n"
-				   "token = globex-token\n";
+	                           "[scheduler]\n"
+	                           "node_url = tcp://10.0.0.1:7000\n"
+	                           "client_url = ipc:///run/kiln/client.sock\n"
+	                           "join_token = join-0123456789\n"
+	                           "admin_token = admin-abcdef\n"
+	                           "heartbeat = 500ms\n"
+	                           "dead_after = 2s\n"
+	                           "poll = 3s\n"
+	                           "idle_ttl = 1h\n"
+	                           "shutdown_grace = 0\n"
+	                           "max_queued = 5000\n"
+	                           "\n"
+	                           "[tenant acme]\n"
+	                           "token = acme-token_1.x~y+z/w=\n"
+	                           "weight = 2\n"
+	                           "max_sessions = 200\n"
+	                           "max_inflight = 64\n"
+	                           "rate = 200\n"
+	                           "burst = 400\n"
+	                           "queue = 300\n"
+	                           "max_memory = 2G\n"
+	                           "max_pids = 1024\n"
+	                           "max_cpu = 2000m\n"
+	                           "max_workspace = 4G\n"
+	                           "max_timeout = 10m\n"
+	                           "max_output = 4M\n"
+	                           "max_idle_ttl = 2h\n"
+	                           "default_memory = 512M\n"
+	                           "default_pids = 256\n"
+	                           "default_cpu = 0.5\n"
+	                           "default_workspace = 1G\n"
+	                           "default_timeout = 2m\n"
+	                           "default_output = 1M\n"
+	                           "default_idle_ttl = 30m\n"
+	                           "[tenant globex]\n"
+	                           "token = globex-token\n";
 	sched_config c;
 	ASSERT_EQ(load(text, &c), 0);
 	ASSERT_STR_EQ(c.node_url, "tcp://10.0.0.1:7000");
@@ -307,10 +306,10 @@ TEST(derived_burst_and_queue)
 {
 	sched_config c;
 	ASSERT_EQ(load(HEAD "[tenant a]\ntoken = ta\nrate = 0\nmax_inflight = 10\n"
-			    "[tenant b]\ntoken = tb\nrate = 4000000000\nmax_inflight = 2000000000\n"
-			    "[tenant c]\ntoken = tc\nrate = 7\nburst = 1\nqueue = 3\n",
-		       &c),
-		  0);
+	                    "[tenant b]\ntoken = tb\nrate = 4000000000\nmax_inflight = 2000000000\n"
+	                    "[tenant c]\ntoken = tc\nrate = 7\nburst = 1\nqueue = 3\n",
+	               &c),
+	          0);
 	ASSERT_EQ(tenant(&c, "a")->rate, 0);
 	ASSERT_EQ(tenant(&c, "a")->burst, 0);
 	ASSERT_EQ(tenant(&c, "a")->queue_limit, 40);
@@ -331,17 +330,17 @@ TEST(syntax_tolerance)
 	memset(longc, 'x', sizeof longc - 1);
 	longc[sizeof longc - 1] = 0;
 	snprintf(text, sizeof text,
-		 "# kiln\r\n"
-		 "; %s\r\n"
-		 "[ scheduler ]\r\n"
-		 "join_token = jt ; inline comment\r\n"
-		 "max_queued: 7\r\n"
-		 "\r\n"
-		 "   # indented comment\n"
-		 "[tenant   spaced  ] ; the tenant\n"
-		 "  token = ts\n"
-		 "weight=3\n",
-		 longc);
+	         "# kiln\r\n"
+	         "; %s\r\n"
+	         "[ scheduler ]\r\n"
+	         "join_token = jt ; inline comment\r\n"
+	         "max_queued: 7\r\n"
+	         "\r\n"
+	         "   # indented comment\n"
+	         "[tenant   spaced  ] ; the tenant\n"
+	         "  token = ts\n"
+	         "weight=3\n",
+	         longc);
 	sched_config c;
 	ASSERT_EQ(load(text, &c), 0);
 	ASSERT_STR_EQ(c.join_token, "jt");
@@ -362,9 +361,10 @@ TEST(long_tenant_names_stay_distinct)
 	a[63] = 0;
 	memcpy(b, a, 64);
 	b[62] = 'm';
-	snprintf(text, sizeof text, HEAD "[tenant %s]\ntoken = t1\nweight = 3\n"
-					 "[tenant %s]\ntoken = t2\nweight = 5\n",
-		 a, b);
+	snprintf(text, sizeof text,
+	         HEAD "[tenant %s]\ntoken = t1\nweight = 3\n"
+	              "[tenant %s]\ntoken = t2\nweight = 5\n",
+	         a, b);
 	sched_config c;
 	ASSERT_EQ(load(text, &c), 0);
 	ASSERT_EQ(c.ntenants, 2);
@@ -376,9 +376,9 @@ TEST(long_tenant_names_stay_distinct)
 	char want[256];
 	snprintf(text, sizeof text, HEAD "[tenant %sx]\ntoken = t1\n", a);
 	snprintf(want, sizeof want,
-		 "config line 3: tenant name '%sx': use 1-63 letters, digits, '.', '_' or '-', "
-		 "starting with a letter or digit",
-		 a);
+	         "config line 3: tenant name '%sx': use 1-63 letters, digits, '.', '_' or '-', "
+	         "starting with a letter or digit",
+	         a);
 	expect_err(text, want);
 }
 
@@ -387,117 +387,118 @@ TEST(long_tenant_names_stay_distinct)
 TEST(error_values)
 {
 	expect_err(HEAD "[tenant acme]\n"
-			"token = t\n"
-			"weight = 2\n"
-			"max_sessions = 200\n"
-			"max_inflight = 64\n"
-			"rate = 200\n"
-			"burst = 400\n"
-			"queue = 256\n"
-			"# a comment\n"
-			"max_memory = 2X\n",
-		   "config line 12: max_memory: not a size: '2X'");
+	                "token = t\n"
+	                "weight = 2\n"
+	                "max_sessions = 200\n"
+	                "max_inflight = 64\n"
+	                "rate = 200\n"
+	                "burst = 400\n"
+	                "queue = 256\n"
+	                "# a comment\n"
+	                "max_memory = 2X\n",
+	           "config line 12: max_memory: not a size: '2X'");
 	expect_err(HEAD "[tenant a]\ntoken = t\nweight = 0\n",
-		   "config line 5: weight: '0' is too small (at least 1)");
+	           "config line 5: weight: '0' is too small (at least 1)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nweight = 1001\n",
-		   "config line 5: weight: '1001' is too large (at most 1000)");
+	           "config line 5: weight: '1001' is too large (at most 1000)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_sessions = -1\n",
-		   "config line 5: max_sessions: must not be negative: '-1'");
+	           "config line 5: max_sessions: must not be negative: '-1'");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_sessions = 4294967296\n",
-		   "config line 5: max_sessions: '4294967296' is too large (at most 4294967295)");
+	           "config line 5: max_sessions: '4294967296' is too large (at most 4294967295)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nrate = 99999999999999999999999\n",
-		   "config line 5: rate: '99999999999999999999999' is too large (at most "
-		   "4294967295)");
+	           "config line 5: rate: '99999999999999999999999' is too large (at most "
+	           "4294967295)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nrate = 1.5\n",
-		   "config line 5: rate: not a number: '1.5'");
+	           "config line 5: rate: not a number: '1.5'");
 	expect_err(HEAD "[tenant a]\ntoken = t\nrate = ten\n",
-		   "config line 5: rate: not a number: 'ten'");
+	           "config line 5: rate: not a number: 'ten'");
 	expect_err(HEAD "[tenant a]\ntoken = t\nrate =\n", "config line 5: rate: not a number: ''");
 	expect_err(HEAD "[tenant a]\ntoken = t\nweight = 2  # two\n",
-		   "config line 5: weight: not a number: '2  # two'");
+	           "config line 5: weight: not a number: '2  # two'");
 	expect_err(HEAD "[tenant a]\ntoken = t\nburst = 0\n",
-		   "config line 5: burst: '0' is too small (at least 1)");
+	           "config line 5: burst: '0' is too small (at least 1)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nqueue = 0\n",
-		   "config line 5: queue: '0' is too small (at least 1)");
+	           "config line 5: queue: '0' is too small (at least 1)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_memory = 1.1K\n",
-		   "config line 5: max_memory: '1.1K' is not a whole number of bytes");
-	expect_err(HEAD "[tenant a]\ntoken = t\nmax_memory = 16777216T\n",
-		   "config line 5: max_memory: '16777216T' is too large (at most 18446744073709551615 "
-		   "bytes)");
+	           "config line 5: max_memory: '1.1K' is not a whole number of bytes");
+	expect_err(
+	        HEAD "[tenant a]\ntoken = t\nmax_memory = 16777216T\n",
+	        "config line 5: max_memory: '16777216T' is too large (at most 18446744073709551615 "
+	        "bytes)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_timeout = 5y\n",
-		   "config line 5: max_timeout: not a duration: '5y'");
+	           "config line 5: max_timeout: not a duration: '5y'");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_timeout = 0.1ms\n",
-		   "config line 5: max_timeout: '0.1ms' is not a whole number of milliseconds");
+	           "config line 5: max_timeout: '0.1ms' is not a whole number of milliseconds");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_timeout = 2000h\n",
-		   "config line 5: max_timeout: '2000h' is too large (at most 1193h)");
+	           "config line 5: max_timeout: '2000h' is too large (at most 1193h)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_cpu = 2 cores\n",
-		   "config line 5: max_cpu: not a CPU amount: '2 cores'");
+	           "config line 5: max_cpu: not a CPU amount: '2 cores'");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_cpu = 0.0001\n",
-		   "config line 5: max_cpu: '0.0001' is not a whole number of millicores");
+	           "config line 5: max_cpu: '0.0001' is not a whole number of millicores");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_pids = 10K\n",
-		   "config line 5: max_pids: not a number: '10K'");
+	           "config line 5: max_pids: not a number: '10K'");
 	expect_err("[scheduler]\nheartbeat = 0\n",
-		   "config line 2: heartbeat: '0' is too small (at least 1ms)");
+	           "config line 2: heartbeat: '0' is too small (at least 1ms)");
 	expect_err("[scheduler]\nmax_queued = 0\n",
-		   "config line 2: max_queued: '0' is too small (at least 1)");
+	           "config line 2: max_queued: '0' is too small (at least 1)");
 	expect_err("[scheduler]\nnode_url = localhost:7070\n",
-		   "config line 2: node_url: not a URL like tcp://host:port: 'localhost:7070'");
+	           "config line 2: node_url: not a URL like tcp://host:port: 'localhost:7070'");
 	expect_err("[scheduler]\nclient_url = tcp://\n",
-		   "config line 2: client_url: not a URL like tcp://host:port: 'tcp://'");
+	           "config line 2: client_url: not a URL like tcp://host:port: 'tcp://'");
 	expect_err("[scheduler]\nclient_url = tcp://a b:1\n",
-		   "config line 2: client_url: not a URL like tcp://host:port: 'tcp://a b:1'");
+	           "config line 2: client_url: not a URL like tcp://host:port: 'tcp://a b:1'");
 }
 
 TEST(error_structure)
 {
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_memroy = 2G\n",
-		   "config line 5: max_memroy: unknown key in [tenant a]");
+	           "config line 5: max_memroy: unknown key in [tenant a]");
 	expect_err("[scheduler]\nheartbeat_ms = 1000\n",
-		   "config line 2: heartbeat_ms: unknown key in [scheduler]");
+	           "config line 2: heartbeat_ms: unknown key in [scheduler]");
 	expect_err(HEAD "\n[tenants acme]\ntoken = t\n",
-		   "config line 4: unknown section [tenants acme] (expected [scheduler] or [tenant "
-		   "NAME])");
+	           "config line 4: unknown section [tenants acme] (expected [scheduler] or [tenant "
+	           "NAME])");
 	/* An unknown section is an error even with nothing in it. */
 	expect_err(HEAD "[shceduler]\n",
-		   "config line 3: unknown section [shceduler] (expected [scheduler] or [tenant "
-		   "NAME])");
+	           "config line 3: unknown section [shceduler] (expected [scheduler] or [tenant "
+	           "NAME])");
 	expect_err("join_token = jt\n[scheduler]\n",
-		   "config line 1: join_token: outside any section (put it under [scheduler] or "
-		   "[tenant NAME])");
+	           "config line 1: join_token: outside any section (put it under [scheduler] or "
+	           "[tenant NAME])");
 	expect_err(HEAD "[tenant a]\ntoken = t\nweight = 1\nweight = 2\n",
-		   "config line 6: weight: set twice (first on line 5)");
+	           "config line 6: weight: set twice (first on line 5)");
 	expect_err(HEAD "heartbeat = 1s\n[tenant a]\ntoken = t\n[scheduler]\nheartbeat = 2s\n",
-		   "config line 7: heartbeat: set twice (first on line 3)");
+	           "config line 7: heartbeat: set twice (first on line 3)");
 	expect_err(HEAD "[tenant a]\ntoken = t\ntoken_file = /etc/x\n",
-		   "config line 5: token_file: token was already set on line 4; use one");
+	           "config line 5: token_file: token was already set on line 4; use one");
 	expect_err("[scheduler]\njoin_token = x\njoin_token_file = /nonexistent\n",
-		   "config line 3: join_token_file: join_token was already set on line 2; use one");
+	           "config line 3: join_token_file: join_token was already set on line 2; use one");
 	expect_err(HEAD "[tenant a]\ntoken = t\n[tenant b]\ntoken = u\n[tenant a]\ntoken = v\n",
-		   "config line 7: duplicate tenant 'a' (first on line 3)");
+	           "config line 7: duplicate tenant 'a' (first on line 3)");
 	expect_err(HEAD "[tenant]\n", "config line 3: [tenant] needs a name: [tenant NAME]");
 	expect_err(HEAD "[tenant a b]\n",
-		   "config line 3: tenant name 'a b': use 1-63 letters, digits, '.', '_' or '-', "
-		   "starting with a letter or digit");
+	           "config line 3: tenant name 'a b': use 1-63 letters, digits, '.', '_' or '-', "
+	           "starting with a letter or digit");
 	expect_err(HEAD "[tenant ../x]\n",
-		   "config line 3: tenant name '../x': use 1-63 letters, digits, '.', '_' or '-', "
-		   "starting with a letter or digit");
+	           "config line 3: tenant name '../x': use 1-63 letters, digits, '.', '_' or '-', "
+	           "starting with a letter or digit");
 	expect_err(HEAD "[tenant a] b\n", "config line 3: unexpected text after ']'");
 	/* Malformed lines, as inih sees them. */
 	expect_err(HEAD "[tenant a]\ntoken = t\nweight 2\n",
-		   "config line 5: expected [section], key = value or a comment");
+	           "config line 5: expected [section], key = value or a comment");
 	expect_err(HEAD "[tenant a\ntoken = t\n",
-		   "config line 3: expected [section], key = value or a comment");
+	           "config line 3: expected [section], key = value or a comment");
 	/* An indented line is not a continuation of the previous value. */
 	expect_err(HEAD "[tenant a]\ntoken = t\n    more\n",
-		   "config line 5: expected [section], key = value or a comment");
+	           "config line 5: expected [section], key = value or a comment");
 	/* Whichever error comes first in the file is the one reported. */
 	expect_err(HEAD "bogus\n[tenant a]\ntoken = t\nweight = x\n",
-		   "config line 3: expected [section], key = value or a comment");
+	           "config line 3: expected [section], key = value or a comment");
 	expect_err(HEAD "[tenant a]\ntoken = t\nweight = x\nbogus\n",
-		   "config line 5: weight: not a number: 'x'");
+	           "config line 5: weight: not a number: 'x'");
 	expect_err(HEAD "[shceduler]\nbogus\n",
-		   "config line 3: unknown section [shceduler] (expected [scheduler] or [tenant "
-		   "NAME])");
+	           "config line 3: unknown section [shceduler] (expected [scheduler] or [tenant "
+	           "NAME])");
 	/* inih's line buffer is 200 bytes: a longer line is refused, not split. */
 	char text[512], val[300];
 	memset(val, '7', sizeof val - 1);
@@ -509,38 +510,38 @@ TEST(error_structure)
 TEST(error_cross_checks)
 {
 	expect_err(HEAD "[tenant a]\ntoken = t\n[tenant b]\nweight = 2\n[tenant c]\ntoken = u\n",
-		   "config line 5: tenant b has no token (set token or token_file)");
+	           "config line 5: tenant b has no token (set token or token_file)");
 	expect_err(HEAD "[tenant a]\ntoken = same\n[tenant b]\nweight = 2\ntoken = same\n",
-		   "config line 7: tenant b: same token as tenant a");
+	           "config line 7: tenant b: same token as tenant a");
 	expect_err(HEAD "admin_token = adm\n[tenant a]\ntoken = adm\n",
-		   "config line 5: tenant a: same token as the admin token");
+	           "config line 5: tenant a: same token as the admin token");
 	expect_err(HEAD "[tenant a]\ntoken = jt\n",
-		   "config line 4: tenant a: same token as the join token");
+	           "config line 4: tenant a: same token as the join token");
 	expect_err(HEAD "admin_token = jt\n",
-		   "config line 3: the admin token must differ from the join token");
+	           "config line 3: the admin token must differ from the join token");
 	expect_err("[tenant a]\ntoken = t\n",
-		   "config: [scheduler] needs join_token or join_token_file: nodes must prove they "
-		   "belong to the cluster");
+	           "config: [scheduler] needs join_token or join_token_file: nodes must prove they "
+	           "belong to the cluster");
 	expect_err("", "config: [scheduler] needs join_token or join_token_file: nodes must "
-		       "prove they belong to the cluster");
+	               "prove they belong to the cluster");
 	expect_err(HEAD "heartbeat = 3s\n",
-		   "config line 3: dead_after (3s) must be longer than heartbeat (3s)");
+	           "config line 3: dead_after (3s) must be longer than heartbeat (3s)");
 	expect_err(HEAD "dead_after = 500ms\nheartbeat = 100ms\nheartbeat = 1s\n",
-		   "config line 5: heartbeat: set twice (first on line 4)");
+	           "config line 5: heartbeat: set twice (first on line 4)");
 	expect_err(HEAD "dead_after = 500ms\n",
-		   "config line 3: dead_after (500ms) must be longer than heartbeat (1s)");
+	           "config line 3: dead_after (500ms) must be longer than heartbeat (1s)");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_memory = 2G\ndefault_memory = 4G\n",
-		   "config line 6: default_memory 4 GiB exceeds max_memory 2 GiB");
+	           "config line 6: default_memory 4 GiB exceeds max_memory 2 GiB");
 	expect_err(HEAD "[tenant a]\ntoken = t\ndefault_timeout = 15m\nmax_timeout = 10m\n",
-		   "config line 6: default_timeout 15m exceeds max_timeout 10m");
+	           "config line 6: default_timeout 15m exceeds max_timeout 10m");
 	expect_err(HEAD "[tenant a]\ntoken = t\nmax_cpu = 1\ndefault_cpu = 1500m\n",
-		   "config line 6: default_cpu 1500m exceeds max_cpu 1000m");
+	           "config line 6: default_cpu 1500m exceeds max_cpu 1000m");
 	/* Equal is fine, and so is a default with no cap. */
 	sched_config c;
 	ASSERT_EQ(load(HEAD "[tenant a]\ntoken = t\nmax_pids = 10\ndefault_pids = 10\n"
-			    "default_memory = 64G\n",
-		       &c),
-		  0);
+	                    "default_memory = 64G\n",
+	               &c),
+	          0);
 	sched_config_fini(&c);
 }
 
@@ -548,14 +549,15 @@ TEST(error_tokens_inline)
 {
 	expect_err(HEAD "[tenant a]\ntoken =\n", "config line 4: token: the token is empty");
 	expect_err(HEAD "[tenant a]\ntoken = \"quoted\"\n",
-		   "config line 4: token: the token may contain only letters, digits and - . _ ~ + "
-		   "/ =");
+	           "config line 4: token: the token may contain only letters, digits and - . _ ~ + "
+	           "/ =");
 	expect_err(HEAD "[tenant a]\ntoken = two words\n",
-		   "config line 4: token: the token may contain only letters, digits and - . _ ~ + "
-		   "/ =");
-	expect_err("[scheduler]\njoin_token = a;b\n",
-		   "config line 2: join_token: the token may contain only letters, digits and - . _ "
-		   "~ + / =");
+	           "config line 4: token: the token may contain only letters, digits and - . _ ~ + "
+	           "/ =");
+	expect_err(
+	        "[scheduler]\njoin_token = a;b\n",
+	        "config line 2: join_token: the token may contain only letters, digits and - . _ "
+	        "~ + / =");
 	/* The error never echoes the secret. */
 	ASSERT_NOT_CONTAINS(errbuf, "a;b");
 }
@@ -621,12 +623,12 @@ TEST(token_files)
 	put("sub/globex.token", "globex-secret");
 	char text[1024];
 	snprintf(text, sizeof text,
-		 "[scheduler]\n"
-		 "join_token_file = join.token\n"
-		 "admin_token_file = %s/acme.token\n"
-		 "[tenant globex]\n"
-		 "token_file = sub/globex.token\n",
-		 tmpdir);
+	         "[scheduler]\n"
+	         "join_token_file = join.token\n"
+	         "admin_token_file = %s/acme.token\n"
+	         "[tenant globex]\n"
+	         "token_file = sub/globex.token\n",
+	         tmpdir);
 	put("k1.conf", text);
 	sched_config c;
 	/* The admin token equals acme's file; no tenant uses it here. */
@@ -639,7 +641,7 @@ TEST(token_files)
 	/* Relative token_file paths are resolved from the config's directory,
 	 * wherever the process runs. */
 	put("sub/k2.conf", "[scheduler]\njoin_token_file = ../join.token\n"
-			   "[tenant g]\ntoken_file = globex.token\n");
+	                   "[tenant g]\ntoken_file = globex.token\n");
 	char cwd[4096];
 	ASSERT(getcwd(cwd, sizeof cwd));
 	ASSERT_EQ(chdir("/"), 0);
@@ -652,7 +654,7 @@ TEST(token_files)
 
 	/* A token read from a file counts for the duplicate check too. */
 	put("k3.conf", "[scheduler]\njoin_token = j\n[tenant a]\ntoken = acme-secret\n"
-		       "[tenant b]\ntoken_file = acme.token\n");
+	               "[tenant b]\ntoken_file = acme.token\n");
 	ASSERT_EQ(load_file("k3.conf", &c), -EINVAL);
 	ASSERT_STR_EQ(errbuf, "config line 6: tenant b: same token as tenant a");
 }
@@ -666,7 +668,7 @@ TEST(token_file_errors)
 	put("e1.conf", HEAD "[tenant a]\ntoken_file = missing.token\n");
 	ASSERT_EQ(load_file("e1.conf", &c), -EINVAL);
 	ASSERT_STR_EQ(errbuf, "config line 4: token_file: cannot read 'missing.token': No such "
-			      "file or directory");
+	                      "file or directory");
 
 	put("empty.token", " \n\t\n");
 	put("e2.conf", HEAD "[tenant a]\ntoken_file = empty.token\n");
@@ -677,7 +679,7 @@ TEST(token_file_errors)
 	put("e3.conf", HEAD "[tenant a]\ntoken_file = two.token\n");
 	ASSERT_EQ(load_file("e3.conf", &c), -EINVAL);
 	ASSERT_STR_EQ(errbuf, "config line 4: token_file: the token in 'two.token' may contain "
-			      "only letters, digits and - . _ ~ + / =");
+	                      "only letters, digits and - . _ ~ + / =");
 
 	put_file("nul.token", "ab\0cd", 5, 0600);
 	put("e4.conf", HEAD "[tenant a]\ntoken_file = nul.token\n");
@@ -695,7 +697,7 @@ TEST(token_file_errors)
 	put("e6.conf", HEAD "[tenant a]\ntoken_file = long.token\n");
 	ASSERT_EQ(load_file("e6.conf", &c), -EINVAL);
 	ASSERT_STR_EQ(errbuf, "config line 4: token_file: the token in 'long.token' is longer "
-			      "than 255 characters");
+	                      "than 255 characters");
 	/* 255 is the longest token. */
 	put_file("ok.token", big, 255, 0600);
 	put("e7.conf", HEAD "[tenant a]\ntoken_file = ok.token\n");
@@ -716,14 +718,15 @@ TEST(token_file_errors)
 		put("e10.conf", HEAD "[tenant a]\ntoken_file = secret.token\n");
 		ASSERT_EQ(load_file("e10.conf", &c), -EINVAL);
 		ASSERT_STR_EQ(errbuf, "config line 4: token_file: cannot read 'secret.token': "
-				      "Permission denied");
+		                      "Permission denied");
 	}
 
 	/* The config file itself. */
 	ASSERT_EQ(load_file("no-such.conf", &c), -ENOENT);
-	snprintf(want, sizeof want, "config: cannot read '%s/no-such.conf': No such file or "
-				    "directory",
-		 tmpdir);
+	snprintf(want, sizeof want,
+	         "config: cannot read '%s/no-such.conf': No such file or "
+	         "directory",
+	         tmpdir);
 	ASSERT_STR_EQ(errbuf, want);
 	put_file("nul.conf", HEAD "\0x", sizeof(HEAD) + 1, 0600);
 	ASSERT_EQ(load_file("nul.conf", &c), -EINVAL);
@@ -756,41 +759,41 @@ TEST(docs_example_loads)
 	put("globex.token", "globex-0123456789abcdef\n");
 	char text[4096];
 	snprintf(text, sizeof text,
-		 "# /etc/kiln/scheduler.conf\n"
-		 "[scheduler]\n"
-		 "node_url = tcp://0.0.0.0:7070\n"
-		 "client_url = tcp://127.0.0.1:7071\n"
-		 "join_token_file = %1$s/join.token\n"
-		 "admin_token_file = %1$s/admin.token\n"
-		 "heartbeat = 1s\n"
-		 "dead_after = 3s\n"
-		 "poll = 5s\n"
-		 "idle_ttl = 30m\n"
-		 "shutdown_grace = 10s\n"
-		 "max_queued = 100000\n"
-		 "\n"
-		 "[tenant acme]\n"
-		 "token_file = %1$s/acme.token\n"
-		 "weight = 2\n"
-		 "max_sessions = 200\n"
-		 "max_inflight = 64\n"
-		 "rate = 200\n"
-		 "burst = 400\n"
-		 "queue = 256\n"
-		 "max_memory = 2G\n"
-		 "max_pids = 1024\n"
-		 "max_cpu = 2000m\n"
-		 "max_workspace = 4G\n"
-		 "max_timeout = 10m\n"
-		 "max_output = 4M\n"
-		 "default_memory = 512M\n"
-		 "default_timeout = 2m\n"
-		 "\n"
-		 "[tenant globex]\n"
-		 "token_file = %1$s/globex.token\n"
-		 "max_memory = 1G\n"
-		 "max_cpu = 1\n",
-		 tmpdir);
+	         "# /etc/kiln/scheduler.conf\n"
+	         "[scheduler]\n"
+	         "node_url = tcp://0.0.0.0:7070\n"
+	         "client_url = tcp://127.0.0.1:7071\n"
+	         "join_token_file = %1$s/join.token\n"
+	         "admin_token_file = %1$s/admin.token\n"
+	         "heartbeat = 1s\n"
+	         "dead_after = 3s\n"
+	         "poll = 5s\n"
+	         "idle_ttl = 30m\n"
+	         "shutdown_grace = 10s\n"
+	         "max_queued = 100000\n"
+	         "\n"
+	         "[tenant acme]\n"
+	         "token_file = %1$s/acme.token\n"
+	         "weight = 2\n"
+	         "max_sessions = 200\n"
+	         "max_inflight = 64\n"
+	         "rate = 200\n"
+	         "burst = 400\n"
+	         "queue = 256\n"
+	         "max_memory = 2G\n"
+	         "max_pids = 1024\n"
+	         "max_cpu = 2000m\n"
+	         "max_workspace = 4G\n"
+	         "max_timeout = 10m\n"
+	         "max_output = 4M\n"
+	         "default_memory = 512M\n"
+	         "default_timeout = 2m\n"
+	         "\n"
+	         "[tenant globex]\n"
+	         "token_file = %1$s/globex.token\n"
+	         "max_memory = 1G\n"
+	         "max_cpu = 1\n",
+	         tmpdir);
 	put("example.conf", text);
 	sched_config c;
 	ASSERT_EQ(load_file("example.conf", &c), 0);
@@ -815,8 +818,7 @@ TEST(dev_config)
 	ASSERT_STR_EQ(c.node_url, "tcp://127.0.0.1:7070");
 	ASSERT_STR_EQ(c.client_url, "tcp://127.0.0.1:7071");
 	ASSERT_EQ(c.ntenants, 3);
-	sched_tenant_cfg *d = tenant(&c, "dev"), *a = tenant(&c, "acme"),
-			 *g = tenant(&c, "globex");
+	sched_tenant_cfg *d = tenant(&c, "dev"), *a = tenant(&c, "acme"), *g = tenant(&c, "globex");
 	ASSERT_STR_EQ(d->token, "kiln-dev-token");
 	ASSERT_EQ(d->weight, 1);
 	ASSERT_EQ(d->rate, 0);

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A real cluster for integration tests: kiln-scheduler and kiln-node
+ * processes on loopback TCP, started from the build's bin directory with a
+ * generated config (tenants, tokens) in a temporary directory. Node stderr
+ * goes to per-node log files the tests can read (nodes run with --log debug,
+ * which logs one "job=N start" line per call they execute).
+ */
+#ifndef KT_CLUSTER_H
+#define KT_CLUSTER_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "kiln.h"
+
+#define KT_MAX_NODES 8
+#define KT_ADMIN     "kt-admin-token-0123456789"
+#define KT_JOIN      "kt-join-token-0123456789"
+#define KT_ALPHA     "kt-alpha-token-0123456789"
+#define KT_BETA      "kt-beta-token-0123456789"
+#define KT_SMALL     "kt-small-token-0123456789"
+
+typedef struct kt_cluster {
+	char dir[256];
+	char bindir[4096];
+	int node_port, client_port;
+	char node_url[64], client_url[64];
+	pid_t sched;
+	pid_t nodes[KT_MAX_NODES];
+	char names[KT_MAX_NODES][64];
+	int nnodes;
+} kt_cluster;
+
+/* Prepare (temp dir, config with tenants alpha (weight 1), beta (weight 3) and
+ * small (2 sessions, 2 calls in flight, 5 calls/s); extra_ini is appended). */
+void kt_cluster_init(kt_cluster *c, const char *extra_ini);
+/* Start the scheduler and wait until its client address answers. */
+void kt_cluster_start_sched(kt_cluster *c);
+/* Start a node with extra arguments (NULL-terminated); returns its index.
+ * Waits until the scheduler lists it. */
+int kt_cluster_add_node(kt_cluster *c, const char *const *extra);
+/* Start a node without waiting (e.g. one expected to be refused). */
+pid_t kt_cluster_spawn_node(kt_cluster *c, const char *name, const char *const *extra,
+			    const char *log);
+/* Wait until the scheduler lists n ready nodes (admin status). */
+void kt_cluster_wait_nodes(kt_cluster *c, int n);
+/* Start a program with stderr appended to log (NULL: inherited). */
+pid_t kt_spawn(const char *const *argv, const char *log);
+/* Wait for a process to exit; returns its wait status or -1 on timeout. */
+int kt_wait_pid(pid_t p, int timeout_ms);
+kiln_client *kt_cluster_client(kt_cluster *c, const char *token);
+/* Count lines containing needle in node i's log. */
+int kt_cluster_log_count(kt_cluster *c, int i, const char *needle);
+/* Execution counts per job id across all node logs: returns the largest
+ * number of "job=<id> start" lines for any single id (1 = nothing ran twice). */
+int kt_cluster_max_runs_per_job(kt_cluster *c, int *distinct_jobs);
+/* SIGTERM everything, wait, remove the temp dir. */
+void kt_cluster_stop(kt_cluster *c);
+
+#endif
