@@ -239,9 +239,8 @@ on_ack(node_member *m, Kiln__HeartbeatAck *a)
 			KL_LOG(KL_INFO, MEMBER, "draining: no new sessions; exiting when empty");
 		m->draining = true;
 		pthread_mutex_unlock(&m->mu);
-		node_stats st;
-		node_get_stats(m->n, &st);
-		if (st.sessions == 0) {
+		/* Ask the loop: the stats snapshot may be a tick old. */
+		if (node_session_count(m->n) == 0) {
 			KL_LOG(KL_INFO, MEMBER, "drained: stopping");
 			node_request_stop(m->n);
 			return;

@@ -606,6 +606,20 @@ node_free(node *n)
 	free(n);
 }
 
+static void
+count_on_loop(node *n, void *arg)
+{
+	*(uint32_t *)arg = n->nsessions;
+}
+
+uint32_t
+node_session_count(node *n)
+{
+	uint32_t c = 0;
+	node_run_on_loop(n, count_on_loop, &c);
+	return c;
+}
+
 /* ---- sessions for re-registration ---- */
 
 struct list_req {

@@ -115,6 +115,9 @@ typedef struct node_stats {
 /* A snapshot (any thread). */
 void node_get_stats(node *n, node_stats *st);
 
+/* The exact number of sessions now (asks the loop; any other thread). */
+uint32_t node_session_count(node *n);
+
 /* Live sessions for re-registration with a restarted scheduler. Fills up to
  * max entries (heap strings inside; free with node_sessions_free). */
 int node_list_sessions(node *n, Kiln__SessionInfo ***ret, size_t *ret_n);

@@ -278,7 +278,7 @@ tenant_name_ok(const char *s, size_t n)
 	if (!n || n > SCHED_TENANT_NAME_MAX || !isalnum((unsigned char)s[0]))
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+		if (!isalnum((unsigned char)s[i]) && !(s[i] && strchr("._-", s[i])))
 			return false;
 	return true;
 }

@@ -27,8 +27,8 @@ typedef struct sched_tenant_cfg {
 	uint32_t weight;       /* default 1, 1..1000 */
 	uint32_t max_sessions; /* default 100 */
 	uint32_t max_inflight; /* calls queued+running, default 64 */
-	uint32_t rate;  /* calls submitted per second (token bucket), default 100; 0 = no limit */
-	uint32_t burst; /* default 2*rate */
+	uint32_t rate;         /* submits per second (token bucket), default 100; 0 = no limit */
+	uint32_t burst;        /* default 2*rate */
 	uint32_t queue_limit;  /* most calls waiting in the scheduler, default 4*max_inflight */
 	Kiln__Limits max;      /* largest per-session limits; 0 fields = no cap */
 	Kiln__Limits defaults; /* for fields a request leaves 0; 0 = the node template's default */
@@ -45,7 +45,7 @@ typedef struct sched_config {
 	uint32_t max_queued;        /* all tenants, 100000 */
 	uint32_t idle_ttl_ms;       /* session idle TTL default, 30 min */
 	uint32_t shutdown_grace_ms; /* 10000 */
-	bool dev; /* made by sched_config_dev(): well-known tokens, never a file */
+	bool dev;                   /* made by sched_config_dev(): well-known tokens */
 	int ntenants;
 	sched_tenant_cfg *tenants; /* heap array */
 } sched_config;

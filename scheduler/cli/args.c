@@ -22,7 +22,8 @@ static const struct {
 	const char *name;
 	bool arg;
 } global_opts[] = {
-	{"scheduler", true}, {"token", true}, {"token-file", true}, {"json", false}, {"help", false},
+        {"scheduler", true}, {"token", true}, {"token-file", true},
+        {"json", false},     {"help", false},
 };
 
 int
@@ -41,7 +42,9 @@ cli_global_opt(cli *cl, const char *name, const char *val)
 	return 0;
 }
 
-static int KL_PRINTF(3, 4)
+static int usage_error(cli *cl, const char *cmd, const char *fmt, ...) KL_PRINTF(3, 4);
+
+static int
 usage_error(cli *cl, const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
@@ -74,7 +77,7 @@ find_short(const cli_opt *opts, int key)
 /* One "--name[=value]" argument at argv[*i]. 0, CLI_HELP or an exit code. */
 static int
 parse_long(cli *cl, const char *cmd, int argc, char **argv, int *i, const cli_opt *opts,
-	   cli_opt_fn *fn, void *ctx)
+           cli_opt_fn *fn, void *ctx)
 {
 	const char *name = argv[*i] + 2;
 	const char *eq = strchr(name, '=');
@@ -113,7 +116,7 @@ parse_long(cli *cl, const char *cmd, int argc, char **argv, int *i, const cli_op
 /* One "-k", "-k VALUE" or "-kVALUE" argument. */
 static int
 parse_short(cli *cl, const char *cmd, int argc, char **argv, int *i, const cli_opt *opts,
-	    cli_opt_fn *fn, void *ctx)
+            cli_opt_fn *fn, void *ctx)
 {
 	const char *a = argv[*i];
 	const cli_opt *o = find_short(opts, (unsigned char)a[1]);
@@ -138,7 +141,7 @@ parse_short(cli *cl, const char *cmd, int argc, char **argv, int *i, const cli_o
 
 int
 cli_parse(cli *cl, const char *cmd, int argc, char **argv, const cli_opt *opts, int stop_after,
-	  cli_opt_fn *fn, void *ctx, char ***ret_pos, int *ret_npos)
+          cli_opt_fn *fn, void *ctx, char ***ret_pos, int *ret_npos)
 {
 	char **pos = kl_xcalloc((size_t)argc + 1, sizeof(*pos));
 	int npos = 0, rv = 0;
@@ -179,14 +182,14 @@ token_from_file(cli *cl, const char *path, const char *from)
 	int rv = kl_read_file_at(AT_FDCWD, path, 64 << 10, &buf, &len);
 	if (rv < 0)
 		return cli_failf(cl, CLI_EXIT_NOTFOUND, "cannot read the token file %s (%s): %s",
-				 path, from, strerror(-rv));
+		                 path, from, strerror(-rv));
 	while (len > 0 && isspace((unsigned char)buf[len - 1]))
 		buf[--len] = 0;
 	if (len == 0 || strchr(buf, '\n')) {
 		free(buf);
 		return cli_failf(cl, CLI_EXIT_USAGE,
-				 "the token file %s (%s) must hold one token on one line", path,
-				 from);
+		                 "the token file %s (%s) must hold one token on one line", path,
+		                 from);
 	}
 	free(cl->token_buf);
 	cl->token_buf = buf;
@@ -199,7 +202,8 @@ int
 cli_resolve_token(cli *cl)
 {
 	if (cl->token && cl->token_file)
-		return cli_failf(cl, CLI_EXIT_USAGE, "give either --token or --token-file, not both");
+		return cli_failf(cl, CLI_EXIT_USAGE,
+		                 "give either --token or --token-file, not both");
 	if (cl->token) {
 		cl->token_from = "--token";
 		return 0;
@@ -393,13 +397,13 @@ static const struct limit_key {
 	size_t off;
 	const char *example;
 } limit_keys[] = {
-	{"memory", LK_SIZE, offsetof(Kiln__Limits, memory_bytes), "a size, e.g. 512M or 2G"},
-	{"pids", LK_U32, offsetof(Kiln__Limits, pids), "a count, e.g. 100"},
-	{"cpu", LK_CPU, offsetof(Kiln__Limits, cpu_millicores), "CPUs, e.g. 1500m or 1.5"},
-	{"workspace", LK_SIZE, offsetof(Kiln__Limits, workspace_bytes), "a size, e.g. 1G"},
-	{"timeout", LK_MS, offsetof(Kiln__Limits, call_timeout_ms), "a duration, e.g. 30s"},
-	{"output", LK_SIZE, offsetof(Kiln__Limits, output_bytes), "a size, e.g. 1M"},
-	{"idle", LK_MS, offsetof(Kiln__Limits, idle_ttl_ms), "a duration, e.g. 10m"},
+        {"memory", LK_SIZE, offsetof(Kiln__Limits, memory_bytes), "a size, e.g. 512M or 2G"},
+        {"pids", LK_U32, offsetof(Kiln__Limits, pids), "a count, e.g. 100"},
+        {"cpu", LK_CPU, offsetof(Kiln__Limits, cpu_millicores), "CPUs, e.g. 1500m or 1.5"},
+        {"workspace", LK_SIZE, offsetof(Kiln__Limits, workspace_bytes), "a size, e.g. 1G"},
+        {"timeout", LK_MS, offsetof(Kiln__Limits, call_timeout_ms), "a duration, e.g. 30s"},
+        {"output", LK_SIZE, offsetof(Kiln__Limits, output_bytes), "a size, e.g. 1M"},
+        {"idle", LK_MS, offsetof(Kiln__Limits, idle_ttl_ms), "a duration, e.g. 10m"},
 };
 
 static int
@@ -438,7 +442,7 @@ cli_parse_limits(const char *spec, Kiln__Limits *lim, char *err, size_t errlen)
 		char *eq = strchr(item, '=');
 		if (!eq || eq == item || !eq[1]) {
 			snprintf(err, errlen, "'%s' is not key=value (e.g. memory=512M,pids=100)",
-				 item);
+			         item);
 			rv = -EINVAL;
 			break;
 		}
@@ -449,15 +453,15 @@ cli_parse_limits(const char *spec, Kiln__Limits *lim, char *err, size_t errlen)
 				k = &limit_keys[i];
 		if (!k) {
 			snprintf(err, errlen,
-				 "unknown limit '%s' (known: memory, pids, cpu, workspace, "
-				 "timeout, output, idle)",
-				 item);
+			         "unknown limit '%s' (known: memory, pids, cpu, workspace, "
+			         "timeout, output, idle)",
+			         item);
 			rv = -EINVAL;
 			break;
 		}
 		if ((rv = limit_set(k, eq + 1, lim)) < 0) {
 			snprintf(err, errlen, "%s=%s: %s; expected %s", item, eq + 1,
-				 rv == -ERANGE ? "out of range" : "bad value", k->example);
+			         rv == -ERANGE ? "out of range" : "bad value", k->example);
 			rv = -EINVAL;
 			break;
 		}

@@ -83,11 +83,11 @@ typedef struct cli_cmd {
  * A registered name replaces nothing: built-in names win.
  */
 void cli_register(const cli_cmd *cmd);
-#define CLI_COMMAND(name_, summary_, fn_)                                                          \
-	static const cli_cmd cli_cmd_##name_ = {#name_, summary_, fn_};                            \
-	__attribute__((constructor)) static void cli_register_##name_(void)                        \
-	{                                                                                          \
-		cli_register(&cli_cmd_##name_);                                                    \
+#define CLI_COMMAND(name_, summary_, fn_)                                   \
+	static const cli_cmd cli_cmd_##name_ = {#name_, summary_, fn_};     \
+	__attribute__((constructor)) static void cli_register_##name_(void) \
+	{                                                                   \
+		cli_register(&cli_cmd_##name_);                             \
 	}
 
 /* The command named name (built-in or registered), or NULL. */
@@ -126,7 +126,7 @@ typedef int cli_opt_fn(cli *cl, void *ctx, int key, const char *val);
  * Returns 0, CLI_HELP, or an exit code after printing why to cl->err.
  */
 int cli_parse(cli *cl, const char *cmd, int argc, char **argv, const cli_opt *opts, int stop_after,
-	      cli_opt_fn *fn, void *ctx, char ***ret_pos, int *ret_npos);
+              cli_opt_fn *fn, void *ctx, char ***ret_pos, int *ret_npos);
 
 /* Handle a global option by name; 0 if it was one, -ENOENT if not. */
 int cli_global_opt(cli *cl, const char *name, const char *val);
@@ -143,7 +143,8 @@ void cli_fini(cli *cl);
 
 /* ---- value syntax ---- */
 
-/* Bytes: "4096", "512M", "1.5G", "64KiB", "2g" (K, M, G, T are powers of 1024). 0 or -EINVAL/-ERANGE. */
+/* Bytes: "4096", "512M", "1.5G", "64KiB", "2g" (K, M, G, T are powers of 1024). 0 or
+ * -EINVAL/-ERANGE. */
 int cli_parse_size(const char *s, uint64_t *ret);
 /* Milliseconds: "1500" (ms), "1500ms", "30s", "1.5s", "2m", "1h". 0 or -EINVAL/-ERANGE. */
 int cli_parse_duration_ms(const char *s, uint32_t *ret);
@@ -152,7 +153,8 @@ int cli_parse_millicores(const char *s, uint32_t *ret);
 /*
  * A --limit spec: comma-separated key=value pairs, merged into *lim:
  * memory=SIZE, pids=N, cpu=CPU, workspace=SIZE, timeout=DURATION,
- * output=SIZE, idle=DURATION. 0, or -EINVAL with a message in err.
+ * output=SIZE, idle=DURATION. lim must be initialised (KILN__LIMITS__INIT).
+ * 0, or -EINVAL with a message in err (lim may then be partly updated).
  */
 int cli_parse_limits(const char *spec, Kiln__Limits *lim, char *err, size_t errlen);
 /* read's --range: "A:B", "A:" or "A:0" (to the end), "A" (line A only). 0 or -EINVAL. */

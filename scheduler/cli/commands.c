@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -71,7 +72,9 @@ opts_fini(struct opts *o)
 	free(o->env);
 }
 
-static int KL_PRINTF(3, 4)
+static int usage(cli *cl, const char *cmd, const char *fmt, ...) KL_PRINTF(3, 4);
+
+static int
 usage(cli *cl, const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
@@ -91,13 +94,19 @@ opt_fn(cli *cl, void *ctx, int key, const char *val)
 	switch (key) {
 	case 't':
 		if (cli_parse_duration_ms(val, &o->timeout_ms) < 0)
-			return usage(cl, o->cmd, "--timeout '%s': expected a duration such as 30s, "
-					 "1500ms or 1500 (ms)", val);
+			return usage(cl, o->cmd,
+			             "--timeout '%s': expected a duration such as 30s, "
+			             "1500ms or 1500 (ms)",
+			             val);
 		return 0;
 	case OPT_TEMPLATE:
 		o->template_ = val;
 		return 0;
 	case 'l':
+		if (!o->has_limits) {
+			Kiln__Limits init = KILN__LIMITS__INIT;
+			o->limits = init;
+		}
 		if (cli_parse_limits(val, &o->limits, err, sizeof err) < 0)
 			return usage(cl, o->cmd, "--limit: %s", err);
 		o->has_limits = true;
@@ -163,7 +172,7 @@ read_all(int fd, size_t max, uint8_t **ret, size_t *ret_len)
 				free(buf);
 				return -EFBIG;
 			}
-			cap *= 2;
+			cap = KL_MIN(cap * 2, max + 1); /* one byte past max tells "too large" */
 			buf = kl_xrealloc(buf, cap);
 		}
 		ssize_t n = read(fd, buf + len, cap - len);
@@ -196,16 +205,18 @@ read_input(cli *cl, const char *cmd, const char *path, uint8_t **ret, size_t *re
 	int fd = 0;
 	if (path && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return cli_failf(cl, CLI_EXIT_NOTFOUND, "%s: cannot open %s: %s", cmd, path,
-				 strerror(errno));
+		                 strerror(errno));
 	int rv = read_all(fd, CONTENT_MAX, ret, ret_len);
 	if (path)
 		close(fd);
 	if (rv == -EFBIG)
-		return cli_failf(cl, CLI_EXIT_DATAERR, "%s: %s is larger than %zu MiB, more than "
-				 "one call can carry", cmd, path ? path : "stdin", CONTENT_MAX >> 20);
+		return cli_failf(cl, CLI_EXIT_DATAERR,
+		                 "%s: %s is larger than %zu MiB, more than "
+		                 "one call can carry",
+		                 cmd, path ? path : "stdin", CONTENT_MAX >> 20);
 	if (rv < 0)
 		return cli_failf(cl, CLI_EXIT_NOTFOUND, "%s: cannot read %s: %s", cmd,
-				 path ? path : "stdin", strerror(-rv));
+		                 path ? path : "stdin", strerror(-rv));
 	return 0;
 }
 
@@ -218,6 +229,7 @@ struct watch {
 	sigset_t set;
 	FILE *err;
 	pthread_t thread;
+	_Atomic bool stop; /* the call is over: the next signal only wakes the watcher */
 };
 
 static void *
@@ -228,18 +240,17 @@ watch_main(void *arg)
 		int sig;
 		if (sigwait(&w->set, &sig) != 0)
 			continue;
+		if (atomic_load(&w->stop))
+			return NULL;
 		if (n > 0)
 			_exit(128 + sig);
-		int old;
-		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
 		fprintf(w->err,
-			"kiln: cancelling the call (job %" PRIu64 "); interrupt again to stop "
-			"waiting\n",
-			w->job_id);
+		        "kiln: cancelling the call (job %" PRIu64 "); interrupt again to stop "
+		        "waiting\n",
+		        w->job_id);
 		if (kiln_cancel(w->client, w->job_id) < 0)
 			fprintf(w->err, "kiln: could not cancel the call: %s\n",
-				kiln_last_error()->message);
-		pthread_setcancelstate(old, NULL);
+			        kiln_last_error()->message);
 	}
 	return NULL;
 }
@@ -272,7 +283,9 @@ do_call(cli *cl, Kiln__ToolCall *tc)
 		kiln_result_free(res);
 	}
 	if (watching) {
-		pthread_cancel(w.thread);
+		/* Not pthread_cancel: unwinding out of sigwait upsets ASan's stack checks. */
+		atomic_store(&w.stop, true);
+		pthread_kill(w.thread, SIGHUP);
 		pthread_join(w.thread, NULL);
 	}
 out:
@@ -293,7 +306,7 @@ session_call(cli *cl, const char *cmd, const char *session, Kiln__ToolCall *tc)
 /* Build the exec input shared by run and exec; frees nothing it did not allocate. */
 static int
 exec_input(cli *cl, struct opts *o, char **argv, int argc, Kiln__ExecInput *in,
-	   Kiln__ExecInput__EnvEntry *entries, Kiln__ExecInput__EnvEntry **ptrs)
+           Kiln__ExecInput__EnvEntry *entries, Kiln__ExecInput__EnvEntry **ptrs)
 {
 	in->argv = argv;
 	in->n_argv = (size_t)argc;
@@ -314,22 +327,22 @@ exec_input(cli *cl, struct opts *o, char **argv, int argc, Kiln__ExecInput *in,
 }
 
 static const char usage_run[] =
-	"usage: kiln run [OPTIONS] [--] COMMAND [ARGS...]\n"
-	"\n"
-	"Run one command in a fresh sandbox (a one-shot session, destroyed afterwards).\n"
-	"Its stdout and stderr pass through; kiln exits with its exit status\n"
-	"(128+N if killed by signal N, 124 on timeout).\n"
-	"\n"
-	"  --template NAME      sandbox template (default: \"default\")\n"
-	"  -t, --timeout DUR    kill it after DUR (e.g. 30s, 1500ms; default: the template's)\n"
-	"  -l, --limit SPEC     memory=512M,pids=100,cpu=1500m,workspace=1G,timeout=30s,\n"
-	"                       output=1M,idle=10m (repeatable)\n"
-	"  -e, --env NAME=VALUE set an environment variable (repeatable)\n"
-	"  --cwd DIR            working directory (default: /workspace)\n"
-	"  --stdin              send this process's stdin to the command\n"
-	"\n"
-	"The first argument that is not an option starts the command, so\n"
-	"`kiln run ls -la` runs `ls -la`.\n";
+        "usage: kiln run [OPTIONS] [--] COMMAND [ARGS...]\n"
+        "\n"
+        "Run one command in a fresh sandbox (a one-shot session, destroyed afterwards).\n"
+        "Its stdout and stderr pass through; kiln exits with its exit status\n"
+        "(128+N if killed by signal N, 124 on timeout).\n"
+        "\n"
+        "  --template NAME      sandbox template (default: \"default\")\n"
+        "  -t, --timeout DUR    kill it after DUR (e.g. 30s, 1500ms; default: the template's)\n"
+        "  -l, --limit SPEC     memory=512M,pids=100,cpu=1500m,workspace=1G,timeout=30s,\n"
+        "                       output=1M,idle=10m (repeatable)\n"
+        "  -e, --env NAME=VALUE set an environment variable (repeatable)\n"
+        "  --cwd DIR            working directory (default: /workspace)\n"
+        "  --stdin              send this process's stdin to the command\n"
+        "\n"
+        "The first argument that is not an option starts the command, so\n"
+        "`kiln run ls -la` runs `ls -la`.\n";
 
 static int
 exec_like(cli *cl, struct opts *o, const char *session, char **argv, int argc)
@@ -361,8 +374,8 @@ exec_like(cli *cl, struct opts *o, const char *session, char **argv, int argc)
 static int
 cmd_run(cli *cl, int argc, char **argv)
 {
-	const cli_opt opts[] = {opt_template, opt_timeout, opt_limit, opt_env,
-				opt_cwd,      opt_stdin,   {NULL, 0, false}};
+	const cli_opt opts[] = {opt_template, opt_timeout, opt_limit,       opt_env,
+	                        opt_cwd,      opt_stdin,   {NULL, 0, false}};
 	struct opts o = {.cmd = "run"};
 	char **pos = NULL;
 	int npos;
@@ -380,15 +393,15 @@ cmd_run(cli *cl, int argc, char **argv)
 }
 
 static const char usage_exec[] =
-	"usage: kiln exec SESSION [OPTIONS] [--] COMMAND [ARGS...]\n"
-	"\n"
-	"Run a command as a fresh process in an open session (argv form, no shell).\n"
-	"Its stdout and stderr pass through; kiln exits with its exit status.\n"
-	"\n"
-	"  -t, --timeout DUR    kill it after DUR (default: the session's)\n"
-	"  -e, --env NAME=VALUE set an environment variable (repeatable)\n"
-	"  --cwd DIR            working directory (default: /workspace)\n"
-	"  --stdin              send this process's stdin to the command\n";
+        "usage: kiln exec SESSION [OPTIONS] [--] COMMAND [ARGS...]\n"
+        "\n"
+        "Run a command as a fresh process in an open session (argv form, no shell).\n"
+        "Its stdout and stderr pass through; kiln exits with its exit status.\n"
+        "\n"
+        "  -t, --timeout DUR    kill it after DUR (default: the session's)\n"
+        "  -e, --env NAME=VALUE set an environment variable (repeatable)\n"
+        "  --cwd DIR            working directory (default: /workspace)\n"
+        "  --stdin              send this process's stdin to the command\n";
 
 static int
 cmd_exec(cli *cl, int argc, char **argv)
@@ -411,16 +424,16 @@ cmd_exec(cli *cl, int argc, char **argv)
 }
 
 static const char usage_bash[] =
-	"usage: kiln bash SESSION [OPTIONS] [--] 'COMMAND'\n"
-	"       kiln bash SESSION --restart\n"
-	"\n"
-	"Run a command in the session's persistent bash (cwd and environment survive\n"
-	"between calls; stderr is merged into stdout). Several arguments are joined\n"
-	"with spaces. kiln exits with the command's status.\n"
-	"\n"
-	"  -t, --timeout DUR    kill the shell after DUR (default: 120s)\n"
-	"  --restart            kill the shell and everything it started; the next\n"
-	"                       call gets a fresh one\n";
+        "usage: kiln bash SESSION [OPTIONS] [--] 'COMMAND'\n"
+        "       kiln bash SESSION --restart\n"
+        "\n"
+        "Run a command in the session's persistent bash (cwd and environment survive\n"
+        "between calls; stderr is merged into stdout). Several arguments are joined\n"
+        "with spaces. kiln exits with the command's status.\n"
+        "\n"
+        "  -t, --timeout DUR    kill the shell after DUR (default: 120s)\n"
+        "  --restart            kill the shell and everything it started; the next\n"
+        "                       call gets a fresh one\n";
 
 static int
 cmd_bash(cli *cl, int argc, char **argv)
@@ -435,9 +448,9 @@ cmd_bash(cli *cl, int argc, char **argv)
 		goto out;
 	if (npos < 1 || (npos < 2 && !o.restart) || (npos > 1 && o.restart)) {
 		rv = usage(cl, o.cmd,
-			   npos < 1     ? "no session given"
-			   : o.restart ? "--restart takes no command"
-				       : "no command given");
+		           npos < 1    ? "no session given"
+		           : o.restart ? "--restart takes no command"
+		                       : "no command given");
 		goto out;
 	}
 	size_t len = 1;
@@ -466,12 +479,12 @@ out:
 }
 
 static const char usage_read[] =
-	"usage: kiln read SESSION PATH [--range A:B]\n"
-	"\n"
-	"Print a text file of the session (relative paths start at /workspace).\n"
-	"\n"
-	"  --range A:B   lines A to B (1-based, inclusive); A: or A:0 reads to the end;\n"
-	"                A alone reads line A\n";
+        "usage: kiln read SESSION PATH [--range A:B]\n"
+        "\n"
+        "Print a text file of the session (relative paths start at /workspace).\n"
+        "\n"
+        "  --range A:B   lines A to B (1-based, inclusive); A: or A:0 reads to the end;\n"
+        "                A alone reads line A\n";
 
 static int
 cmd_read(cli *cl, int argc, char **argv)
@@ -510,10 +523,10 @@ out:
 }
 
 static const char usage_write[] =
-	"usage: kiln write SESSION PATH [--from FILE]\n"
-	"\n"
-	"Replace a file of the session with the content of FILE, or of stdin, creating\n"
-	"parent directories. The write is atomic.\n";
+        "usage: kiln write SESSION PATH [--from FILE]\n"
+        "\n"
+        "Replace a file of the session with the content of FILE, or of stdin, creating\n"
+        "parent directories. The write is atomic.\n";
 
 static int
 cmd_write(cli *cl, int argc, char **argv)
@@ -532,7 +545,7 @@ cmd_write(cli *cl, int argc, char **argv)
 	}
 	if (!o.from && isatty(0))
 		fprintf(cl->err, "kiln write: reading the content from the terminal; end it with "
-				 "Ctrl-D\n");
+		                 "Ctrl-D\n");
 	Kiln__WriteInput in = KILN__WRITE_INPUT__INIT;
 	in.file_path = pos[1];
 	if ((rv = read_input(cl, o.cmd, o.from, &in.content.data, &in.content.len)) != 0)
@@ -549,10 +562,10 @@ out:
 }
 
 static const char usage_edit[] =
-	"usage: kiln edit SESSION PATH OLD NEW [--all]\n"
-	"\n"
-	"Replace the string OLD by NEW in a file of the session. OLD must occur exactly\n"
-	"once, unless --all replaces every occurrence.\n";
+        "usage: kiln edit SESSION PATH OLD NEW [--all]\n"
+        "\n"
+        "Replace the string OLD by NEW in a file of the session. OLD must occur exactly\n"
+        "once, unless --all replaces every occurrence.\n";
 
 static int
 cmd_edit(cli *cl, int argc, char **argv)
@@ -585,16 +598,16 @@ out:
 }
 
 static const char usage_glob[] =
-	"usage: kiln glob SESSION PATTERN [PATH]\n"
-	"\n"
-	"List the session's files matching PATTERN (doublestar: **/*.c), newest first,\n"
-	"at most 200, under PATH (default: /workspace).\n";
+        "usage: kiln glob SESSION PATTERN [PATH]\n"
+        "\n"
+        "List the session's files matching PATTERN (doublestar: **/*.c), newest first,\n"
+        "at most 200, under PATH (default: /workspace).\n";
 
 static const char usage_grep[] =
-	"usage: kiln grep SESSION PATTERN [PATH]\n"
-	"\n"
-	"Search the session's files under PATH (default: /workspace) for the regular\n"
-	"expression PATTERN; prints path:line:text.\n";
+        "usage: kiln grep SESSION PATTERN [PATH]\n"
+        "\n"
+        "Search the session's files under PATH (default: /workspace) for the regular\n"
+        "expression PATTERN; prints path:line:text.\n";
 
 static int
 search(cli *cl, int argc, char **argv, bool grep)
@@ -604,7 +617,7 @@ search(cli *cl, int argc, char **argv, bool grep)
 	int npos;
 	bool done;
 	int rv = parse(cl, &o, argc, argv, NULL, -1, grep ? usage_grep : usage_glob, &pos, &npos,
-		       &done);
+	               &done);
 	if (done)
 		goto out;
 	if (npos < 2 || npos > 3) {
@@ -658,13 +671,13 @@ connect_short(cli *cl)
 }
 
 static const char usage_session[] =
-	"usage: kiln session open [--template NAME] [--limit SPEC] [--env NAME=VALUE]\n"
-	"       kiln session close SESSION\n"
-	"       kiln session list\n"
-	"\n"
-	"open prints the new session's id (use it with exec, bash, read, write, edit,\n"
-	"glob and grep); close destroys the session and its sandbox; list shows the\n"
-	"open sessions. --limit takes the same keys as `kiln run`.\n";
+        "usage: kiln session open [--template NAME] [--limit SPEC] [--env NAME=VALUE]\n"
+        "       kiln session close SESSION\n"
+        "       kiln session list\n"
+        "\n"
+        "open prints the new session's id (use it with exec, bash, read, write, edit,\n"
+        "glob and grep); close destroys the session and its sandbox; list shows the\n"
+        "open sessions. --limit takes the same keys as `kiln run`.\n";
 
 static int
 session_open(cli *cl, struct opts *o)
@@ -695,7 +708,7 @@ session_open(cli *cl, struct opts *o)
 		fflush(cl->out);
 		if (!op->limits_enforced)
 			fprintf(cl->err, "kiln: note: node %s does not enforce resource limits\n",
-				op->session->node_id);
+			        op->session->node_id);
 	}
 	kiln_opened_free(op);
 	free(ptrs);
@@ -748,8 +761,8 @@ cmd_session(cli *cl, int argc, char **argv)
 		return help(cl, usage_session);
 	bool is_open = !strcmp(sub, "open"), is_close = !strcmp(sub, "close");
 	if (!is_open && !is_close && strcmp(sub, "list"))
-		return usage(cl, "session", "expected open, close or list%s%s%s", *sub ? ", not '" : "",
-			     sub, *sub ? "'" : "");
+		return usage(cl, "session", "expected open, close or list%s%s%s",
+		             *sub ? ", not '" : "", sub, *sub ? "'" : "");
 	const cli_opt open_opts[] = {opt_template, opt_limit, opt_env, {NULL, 0, false}};
 	char cmd[32];
 	snprintf(cmd, sizeof cmd, "session %s", sub);
@@ -758,7 +771,7 @@ cmd_session(cli *cl, int argc, char **argv)
 	int npos;
 	bool done;
 	int rv = parse(cl, &o, argc - 1, argv + 1, is_open ? open_opts : NULL, -1, usage_session,
-		       &pos, &npos, &done);
+	               &pos, &npos, &done);
 	if (done)
 		goto out;
 	if (npos != (is_close ? 1 : 0))
@@ -776,11 +789,11 @@ out:
 }
 
 static const char usage_cancel[] =
-	"usage: kiln cancel JOB_ID\n"
-	"\n"
-	"Cancel a running call by its job id (the job_id of `--json` output, decimal or\n"
-	"0x-hex). The call ends with code CANCELLED. Ctrl-C on a running `kiln run`,\n"
-	"`exec` or `bash` does this for you.\n";
+        "usage: kiln cancel JOB_ID\n"
+        "\n"
+        "Cancel a running call by its job id (the job_id of `--json` output, decimal or\n"
+        "0x-hex). The call ends with code CANCELLED. Ctrl-C on a running `kiln run`,\n"
+        "`exec` or `bash` does this for you.\n";
 
 static int
 cmd_cancel(cli *cl, int argc, char **argv)
@@ -816,13 +829,13 @@ out:
 }
 
 static const char usage_status[] =
-	"usage: kiln status [--json]\n"
-	"\n"
-	"Show the cluster: nodes (state, slots, running calls, sessions, warm sandboxes\n"
-	"per template as warm/target, last heartbeat, whether limits are enforced),\n"
-	"tenants (sessions and calls in flight against their maxima, queued, done,\n"
-	"rejected) and totals. A tenant token sees its own tenant; the admin token\n"
-	"sees all.\n";
+        "usage: kiln status [--json]\n"
+        "\n"
+        "Show the cluster: nodes (state, slots, running calls, sessions, warm sandboxes\n"
+        "per template as warm/target, last heartbeat, whether limits are enforced),\n"
+        "tenants (sessions and calls in flight against their maxima, queued, done,\n"
+        "rejected) and totals. A tenant token sees its own tenant; the admin token\n"
+        "sees all.\n";
 
 static int
 cmd_status(cli *cl, int argc, char **argv)
@@ -857,12 +870,12 @@ out:
 }
 
 static const char usage_node[] =
-	"usage: kiln node drain NODE_ID\n"
-	"       kiln node remove NODE_ID\n"
-	"\n"
-	"drain: the node takes no new sessions and leaves once its sessions are gone.\n"
-	"remove: forget the node now; calls running there end with NODE_LOST.\n"
-	"Both need the scheduler's admin token (--token or --token-file).\n";
+        "usage: kiln node drain NODE_ID\n"
+        "       kiln node remove NODE_ID\n"
+        "\n"
+        "drain: the node takes no new sessions and leaves once its sessions are gone.\n"
+        "remove: forget the node now; calls running there end with NODE_LOST.\n"
+        "Both need the scheduler's admin token (--token or --token-file).\n";
 
 static int
 cmd_node(cli *cl, int argc, char **argv)
@@ -871,8 +884,8 @@ cmd_node(cli *cl, int argc, char **argv)
 	if (!strcmp(sub, "-h") || !strcmp(sub, "--help") || !strcmp(sub, "help"))
 		return help(cl, usage_node);
 	if (strcmp(sub, "drain") && strcmp(sub, "remove"))
-		return usage(cl, "node", "expected drain or remove%s%s%s", *sub ? ", not '" : "", sub,
-			     *sub ? "'" : "");
+		return usage(cl, "node", "expected drain or remove%s%s%s", *sub ? ", not '" : "",
+		             sub, *sub ? "'" : "");
 	char cmd[32];
 	snprintf(cmd, sizeof cmd, "node %s", sub);
 	struct opts o = {.cmd = cmd};
@@ -898,7 +911,7 @@ cmd_node(cli *cl, int argc, char **argv)
 		cli_json_print(cl, j);
 	} else {
 		fprintf(cl->err, "kiln: node %s: %s\n", pos[0],
-			!strcmp(sub, "drain") ? "draining" : "removed");
+		        !strcmp(sub, "drain") ? "draining" : "removed");
 	}
 out:
 	opts_fini(&o);
@@ -907,17 +920,17 @@ out:
 }
 
 const cli_cmd cli_builtin_cmds[] = {
-	{"run", "run one command in a fresh sandbox (one-shot)", cmd_run},
-	{"session", "open, close or list sessions", cmd_session},
-	{"exec", "run a command in a session (a fresh process, argv form)", cmd_exec},
-	{"bash", "run a command in a session's persistent shell", cmd_bash},
-	{"read", "print a file of a session", cmd_read},
-	{"write", "write a file of a session (from stdin or --from FILE)", cmd_write},
-	{"edit", "replace a string in a file of a session", cmd_edit},
-	{"glob", "list a session's files matching a pattern", cmd_glob},
-	{"grep", "search a session's files for a regular expression", cmd_grep},
-	{"cancel", "cancel a running call by job id", cmd_cancel},
-	{"status", "show nodes, tenants and totals", cmd_status},
-	{"node", "drain or remove a node (admin token)", cmd_node},
-	{NULL, NULL, NULL},
+        {"run", "run one command in a fresh sandbox (one-shot)", cmd_run},
+        {"session", "open, close or list sessions", cmd_session},
+        {"exec", "run a command in a session (a fresh process, argv form)", cmd_exec},
+        {"bash", "run a command in a session's persistent shell", cmd_bash},
+        {"read", "print a file of a session", cmd_read},
+        {"write", "write a file of a session (from stdin or --from FILE)", cmd_write},
+        {"edit", "replace a string in a file of a session", cmd_edit},
+        {"glob", "list a session's files matching a pattern", cmd_glob},
+        {"grep", "search a session's files for a regular expression", cmd_grep},
+        {"cancel", "cancel a running call by job id", cmd_cancel},
+        {"status", "show nodes, tenants and totals", cmd_status},
+        {"node", "drain or remove a node (admin token)", cmd_node},
+        {NULL, NULL, NULL},
 };

@@ -46,32 +46,32 @@ static void
 print_usage(FILE *f)
 {
 	fprintf(f, "usage: kiln [GLOBAL OPTIONS] COMMAND [ARGS...]\n"
-		   "\n"
-		   "Run AI agents' tool calls on a kiln cluster.\n"
-		   "\n"
-		   "commands:\n");
+	           "\n"
+	           "Run AI agents' tool calls on a kiln cluster.\n"
+	           "\n"
+	           "commands:\n");
 	for (const cli_cmd *c = cli_builtin_cmds; c->name; c++)
 		fprintf(f, "  %-9s %s\n", c->name, c->summary);
 	for (int i = 0; i < nregistered; i++)
 		fprintf(f, "  %-9s %s\n", registered[i]->name, registered[i]->summary);
 	fprintf(f,
-		"\n"
-		"global options (also accepted after the command):\n"
-		"  --scheduler URL    the scheduler's client URL (env KILN_SCHEDULER;\n"
-		"                     default %s)\n"
-		"  --token TOKEN      tenant or admin token (env KILN_TOKEN; default %s,\n"
-		"                     the tenant of `kiln dev`)\n"
-		"  --token-file FILE  read the token from FILE (env KILN_TOKEN_FILE)\n"
-		"  --json             machine-readable output\n"
-		"  -h, --help         this help; `kiln COMMAND --help` for a command's\n"
-		"  --version          print the version\n"
-		"\n"
-		"exit status: a command's own status passes through (128+N: killed by\n"
-		"signal N); 124 timed out, 130 cancelled, 64 usage, 65 invalid argument,\n"
-		"66 not found, 69 no scheduler or no capacity to place it, 70 internal error,\n"
-		"74 connection or node lost (outcome unknown), 75 over quota (retry later),\n"
-		"76 protocol version mismatch, 77 token refused or permission denied.\n",
-		KILN_DEFAULT_URL, CLI_DEV_TOKEN);
+	        "\n"
+	        "global options (also accepted after the command):\n"
+	        "  --scheduler URL    the scheduler's client URL (env KILN_SCHEDULER;\n"
+	        "                     default %s)\n"
+	        "  --token TOKEN      tenant or admin token (env KILN_TOKEN; default %s,\n"
+	        "                     the tenant of `kiln dev`)\n"
+	        "  --token-file FILE  read the token from FILE (env KILN_TOKEN_FILE)\n"
+	        "  --json             machine-readable output\n"
+	        "  -h, --help         this help; `kiln COMMAND --help` for a command's\n"
+	        "  --version          print the version\n"
+	        "\n"
+	        "exit status: a command's own status passes through (128+N: killed by\n"
+	        "signal N); 124 timed out, 130 cancelled, 64 usage, 65 invalid argument,\n"
+	        "66 not found, 69 no scheduler or no capacity to place it, 70 internal error,\n"
+	        "74 connection or node lost (outcome unknown), 75 over quota (retry later),\n"
+	        "76 protocol version mismatch, 77 token refused or permission denied.\n",
+	        KILN_DEFAULT_URL, CLI_DEV_TOKEN);
 }
 
 static int
@@ -114,7 +114,7 @@ cli_main(int argc, char **argv, FILE *out, FILE *err)
 			rv = cmd->run(&cl, 2, h);
 		else
 			rv = cli_failf(&cl, CLI_EXIT_USAGE, "no command '%s' (see `kiln --help`)",
-				       h[0]);
+			               h[0]);
 	} else if ((cmd = cli_find(pos[0]))) {
 		rv = cmd->run(&cl, npos, pos);
 	} else {

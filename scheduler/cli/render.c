@@ -99,7 +99,7 @@ cli_json_error(const kiln_error *e, int exit_code)
 {
 	json_t *o = json_object();
 	json_object_set_new(o, "code",
-			    json_string(e->code >= 0 ? kl_code_name(e->code) : "CLIENT_ERROR"));
+	                    json_string(e->code >= 0 ? kl_code_name(e->code) : "CLIENT_ERROR"));
 	const char *en = e->err ? strerrorname_np(-e->err) : NULL;
 	if (en)
 		json_object_set_new(o, "errno", json_string(en));
@@ -112,6 +112,13 @@ cli_json_error(const kiln_error *e, int exit_code)
 	return w;
 }
 
+/* Whether the scheduler's message already says it (no need to repeat a hint). */
+static bool
+mentions(const kiln_error *e, const char *what)
+{
+	return strcasestr(e->message, what) != NULL;
+}
+
 /* What to do about it: the sentence after the message. */
 static void
 print_hint(cli *cl, const kiln_error *e, enum cli_ctx ctx)
@@ -120,40 +127,40 @@ print_hint(cli *cl, const kiln_error *e, enum cli_ctx ctx)
 	if (e->code == KILN_NO_ANSWER) {
 		if (e->err == -ECONNREFUSED)
 			fprintf(f, " Start a local cluster with `kiln dev --no-demo`, or point "
-				   "--scheduler / KILN_SCHEDULER at one.");
+			           "--scheduler / KILN_SCHEDULER at one.");
 		else if (e->err == -ENOTCONN)
 			fprintf(f, " Is the scheduler still running? Check --scheduler / "
-				   "KILN_SCHEDULER.");
+			           "KILN_SCHEDULER.");
 		else if (e->outcome_unknown && ctx == CLI_CTX_CALL)
 			fprintf(f, " It may or may not have run: check the session's state "
-				   "before retrying.");
+			           "before retrying.");
 		return;
 	}
 	switch (e->code) {
 	case KILN__CODE__UNAUTHENTICATED:
-		fprintf(f,
-			" The token came from %s. Pass a tenant token with --token TOKEN, "
-			"--token-file FILE or KILN_TOKEN.",
-			cl->token_from ? cl->token_from : "nowhere");
+		fprintf(f, " The token came from %s.", cl->token_from ? cl->token_from : "nowhere");
+		if (!mentions(e, "--token"))
+			fprintf(f, " Pass a tenant token with --token TOKEN, --token-file FILE or "
+			           "KILN_TOKEN.");
 		if (cl->token && !strcmp(cl->token, CLI_DEV_TOKEN))
 			fprintf(f, " The default token '%s' is accepted only by `kiln dev`.",
-				CLI_DEV_TOKEN);
+			        CLI_DEV_TOKEN);
 		break;
 	case KILN__CODE__PERMISSION_DENIED:
-		if (ctx == CLI_CTX_NODE)
+		if (ctx == CLI_CTX_NODE && !mentions(e, "admin token"))
 			fprintf(f, " Node administration needs the scheduler's admin token "
-				   "(--token or --token-file).");
+			           "(--token or --token-file).");
 		break;
 	case KILN__CODE__RESOURCE_EXHAUSTED:
-		if (e->retry_after_ms)
+		if (e->retry_after_ms && !mentions(e, "retry"))
 			fprintf(f, " Retry after %" PRIu32 " ms.", e->retry_after_ms);
-		else
+		else if (!mentions(e, "retry"))
 			fprintf(f, " Retry later.");
 		break;
 	case KILN__CODE__NOT_FOUND:
 		if (ctx == CLI_CTX_SESSION || ctx == CLI_CTX_CALL)
 			fprintf(f, " `kiln session list` shows open sessions; `kiln session open` "
-				   "starts one.");
+			           "starts one.");
 		else if (ctx == CLI_CTX_NODE)
 			fprintf(f, " `kiln status` lists the nodes.");
 		else if (ctx == CLI_CTX_JOB)
@@ -163,7 +170,8 @@ print_hint(cli *cl, const kiln_error *e, enum cli_ctx ctx)
 		fprintf(f, " `kiln status` shows whether any node is ready.");
 		break;
 	case KILN__CODE__NODE_LOST:
-		fprintf(f, " The call's outcome is unknown: it may have had effects.");
+		if (!mentions(e, "outcome"))
+			fprintf(f, " The call's outcome is unknown: it may have had effects.");
 		break;
 	case KILN__CODE__VERSION_MISMATCH:
 		fprintf(f, " Use a kiln CLI from the scheduler's release.");
@@ -174,29 +182,25 @@ print_hint(cli *cl, const kiln_error *e, enum cli_ctx ctx)
 	}
 }
 
-/* The lead-in that says who refused, so the message reads as a sentence. */
+/* Who refused, so the message reads as a sentence; NULL: the code says it. */
 static const char *
-error_lead(const kiln_error *e)
+error_lead(int code)
 {
-	switch (e->code) {
+	switch (code) {
 	case KILN__CODE__UNAUTHENTICATED:
-		return "the scheduler refused the token: ";
+		return "the scheduler refused the token";
 	case KILN__CODE__PERMISSION_DENIED:
-		return "permission denied: ";
+		return "permission denied";
 	case KILN__CODE__RESOURCE_EXHAUSTED:
-		return "the cluster is at capacity: ";
-	case KILN__CODE__NOT_FOUND:
-		return "not found: ";
-	case KILN__CODE__INVALID_ARGUMENT:
-		return "invalid request: ";
+		return "the cluster is at capacity";
 	case KILN__CODE__UNAVAILABLE:
-		return "the cluster cannot take this now: ";
+		return "the cluster cannot take this now";
 	case KILN__CODE__NODE_LOST:
-		return "the node was lost: ";
+		return "the node was lost";
 	case KILN__CODE__INTERNAL:
-		return "the scheduler failed: ";
+		return "the scheduler failed";
 	default:
-		return "";
+		return NULL;
 	}
 }
 
@@ -204,8 +208,22 @@ int
 cli_fail(cli *cl, const kiln_error *e, enum cli_ctx ctx)
 {
 	int code = cli_error_exit(e);
+	const char *msg = e->message[0] ? e->message : "failed";
 	fflush(cl->out);
-	fprintf(cl->err, "kiln: %s%s.", error_lead(e), e->message[0] ? e->message : "failed");
+	fputs("kiln: ", cl->err);
+	if (e->code >= 0) {
+		/* libkiln's "CODE: text" becomes "lead (CODE): text". */
+		const char *name = kl_code_name(e->code), *lead = error_lead(e->code);
+		size_t n = strlen(name);
+		if (!strncmp(msg, name, n) && !strncmp(msg + n, ": ", 2))
+			msg += n + 2;
+		if (lead)
+			fprintf(cl->err, "%s (%s): ", lead, name);
+		else
+			fprintf(cl->err, "%s: ", name);
+	}
+	size_t len = strlen(msg);
+	fprintf(cl->err, "%s%s", msg, len && msg[len - 1] == '.' ? "" : ".");
 	print_hint(cl, e, ctx);
 	fputc('\n', cl->err);
 	if (cl->json)
@@ -230,7 +248,9 @@ cli_failf(cli *cl, int code, const char *fmt, ...)
 
 /* ---- results ---- */
 
-static void KL_PRINTF(2, 3)
+static void note(cli *cl, const char *fmt, ...) KL_PRINTF(2, 3);
+
+static void
 note(cli *cl, const char *fmt, ...)
 {
 	va_list ap;
@@ -254,10 +274,12 @@ process_notes(cli *cl, const Kiln__ToolResult *r, int tool_case)
 {
 	if (tool_case == KILN__TOOL_CALL__TOOL_EXEC && r->truncated) {
 		if (r->output_total > r->output.len)
-			note(cl, "output truncated: kept the last %zu of %" PRIu64 " bytes of stdout",
+			note(cl,
+			     "output truncated: kept the last %zu of %" PRIu64 " bytes of stdout",
 			     r->output.len, r->output_total);
 		if (r->stderr_total > r->stderr.len)
-			note(cl, "output truncated: kept the last %zu of %" PRIu64 " bytes of stderr",
+			note(cl,
+			     "output truncated: kept the last %zu of %" PRIu64 " bytes of stderr",
 			     r->stderr.len, r->stderr_total);
 	}
 	if (r->oom_killed)
@@ -288,7 +310,7 @@ call_failed(cli *cl, const Kiln__ToolResult *r, bool process)
 		e.err = kiln_code_errno(r->code);
 		e.outcome_unknown = r->code == KILN__CODE__NODE_LOST;
 		snprintf(e.message, sizeof e.message, "%s: %s", kl_code_name(r->code),
-			 msg_or(r, "(no message)"));
+		         msg_or(r, "(no message)"));
 		bool json = cl->json;
 		cl->json = false; /* the caller prints the whole result */
 		int code = cli_fail(cl, &e, CLI_CTX_CALL);
@@ -301,8 +323,8 @@ call_failed(cli *cl, const Kiln__ToolResult *r, bool process)
 int
 cli_result_print(cli *cl, const Kiln__ToolResult *r, int tool_case)
 {
-	bool process = tool_case == KILN__TOOL_CALL__TOOL_EXEC ||
-		       tool_case == KILN__TOOL_CALL__TOOL_BASH;
+	bool process =
+	        tool_case == KILN__TOOL_CALL__TOOL_EXEC || tool_case == KILN__TOOL_CALL__TOOL_BASH;
 	int code = cli_result_exit(r, process);
 	if (cl->json) {
 		cli_json_print(cl, cli_json_result(r));
@@ -583,7 +605,8 @@ table_row(table *t, ...)
 {
 	if (t->nrows == t->cap) {
 		t->cap = t->cap ? t->cap * 2 : 8;
-		t->cells = kl_xrealloc(t->cells, (size_t)t->cap * (size_t)t->ncols * sizeof(char *));
+		t->cells =
+		        kl_xrealloc(t->cells, (size_t)t->cap * (size_t)t->ncols * sizeof(char *));
 	}
 	va_list ap;
 	va_start(ap, t);
@@ -622,7 +645,7 @@ fmt_ms(char *buf, size_t len, uint64_t ms)
 		snprintf(buf, len, "%.1fs", (double)ms / 1000);
 	else if (ms < 120000)
 		snprintf(buf, len, "%" PRIu64 "s", ms / 1000);
-	else if (ms < 7200000)
+	else if (ms < 3600000)
 		snprintf(buf, len, "%" PRIu64 "m", ms / 60000);
 	else if (ms < 172800000)
 		snprintf(buf, len, "%" PRIu64 "h%02" PRIu64 "m", ms / 3600000, ms / 60000 % 60);
@@ -649,7 +672,7 @@ fmt_templates(Kiln__TemplateInfo **t, size_t n)
 		if (t[i]->creating)
 			snprintf(creating, sizeof creating, " (+%u)", t[i]->creating);
 		char *next = kl_xasprintf("%s%s%s %u/%u%s", s, i ? ", " : "", t[i]->name,
-					  t[i]->warm, t[i]->target, creating);
+		                          t[i]->warm, t[i]->target, creating);
 		free(s);
 		s = next;
 	}
@@ -661,7 +684,7 @@ nodes_print(cli *cl, const Kiln__StatusReply *s)
 {
 	table t = {.ncols = 9};
 	table_row(&t, "NODE", "STATE", "SLOTS", "RUNNING", "SESSIONS", "WARM/TARGET", "HEARTBEAT",
-		  "LIMITS", "CALLS");
+	          "LIMITS", "CALLS");
 	for (size_t i = 0; i < s->n_nodes; i++) {
 		const Kiln__NodeStatus *n = s->nodes[i];
 		char slots[16], running[16], sessions[16], hb[32], calls[24];
@@ -673,7 +696,7 @@ nodes_print(cli *cl, const Kiln__StatusReply *s)
 		snprintf(calls, sizeof calls, "%" PRIu64, n->calls_done);
 		char *tpl = fmt_templates(n->templates, n->n_templates);
 		table_row(&t, n->node_id, n->state, slots, running, sessions, tpl, hb,
-			  n->limits_enforced ? "enforced" : "NOT enforced", calls);
+		          n->limits_enforced ? "enforced" : "NOT enforced", calls);
 		free(tpl);
 	}
 	table_print(&t, cl->out);
@@ -707,12 +730,12 @@ cli_status_print(cli *cl, const Kiln__StatusReply *s)
 		ready += s->nodes[i]->state && !strcmp(s->nodes[i]->state, "ready");
 	fmt_ms(up, sizeof up, s->uptime_ms);
 	fprintf(cl->out, "scheduler %s, up %s\n",
-		s->scheduler && *s->scheduler ? s->scheduler : "(unnamed)", up);
+	        s->scheduler && *s->scheduler ? s->scheduler : "(unnamed)", up);
 	fprintf(cl->out,
-		"%zu node%s (%zu ready), %u session%s, %u inflight, %u queued, %" PRIu64
-		" placements\n",
-		s->n_nodes, s->n_nodes == 1 ? "" : "s", ready, s->sessions,
-		s->sessions == 1 ? "" : "s", s->inflight, s->queued, s->placements);
+	        "%zu node%s (%zu ready), %u session%s, %u inflight, %u queued, %" PRIu64
+	        " placements\n",
+	        s->n_nodes, s->n_nodes == 1 ? "" : "s", ready, s->sessions,
+	        s->sessions == 1 ? "" : "s", s->inflight, s->queued, s->placements);
 	if (s->n_nodes) {
 		fputc('\n', cl->out);
 		nodes_print(cl, s);
@@ -744,7 +767,7 @@ cli_sessions_print(cli *cl, const Kiln__SessionListReply *l, uint64_t now_ms)
 			fmt_ms(idle, sizeof idle, now_ms - s->last_used_unix_ms);
 		snprintf(calls, sizeof calls, "%" PRIu64, s->calls);
 		table_row(&t, s->session_id, s->tenant, *s->template_ ? s->template_ : "default",
-			  s->node_id, age, idle, calls);
+		          s->node_id, age, idle, calls);
 	}
 	table_print(&t, cl->out);
 	fflush(cl->out);

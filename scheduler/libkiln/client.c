@@ -26,6 +26,8 @@
 
 /* A request that finds no connection waits this long before it gives up unsent. */
 #define SEND_TIMEOUT_DEFAULT_MS 10000u
+/* kiln_cancel waits at most this long for its answer. */
+#define CANCEL_TIMEOUT_MS 10000u
 
 struct kiln_client {
 	nng_socket sock;
@@ -34,10 +36,10 @@ struct kiln_client {
 	_Atomic uint32_t timeout_ms;
 	_Atomic uint32_t send_timeout_ms;
 	_Atomic uint64_t next_request_id;
-	pthread_mutex_t lock; /* guards inflight and closing */
+	pthread_mutex_t lock; /* guards inflight */
 	pthread_cond_t idle;  /* inflight dropped to 0 */
 	unsigned inflight;    /* async calls whose callback has not returned */
-	bool closing;
+	_Atomic bool closing; /* kiln_close began: no new calls, failures are "closed" */
 };
 
 static __thread kiln_error tls_err;
@@ -59,7 +61,10 @@ err_clear(void)
 }
 
 /* Record a failure for kiln_last_error() and return err, so callers can `return err_set(...)`. */
-static int KL_PRINTF(5, 6)
+static int err_set(int err, int code, uint32_t retry_after_ms, bool outcome_unknown,
+                   const char *fmt, ...) KL_PRINTF(5, 6);
+
+static int
 err_set(int err, int code, uint32_t retry_after_ms, bool outcome_unknown, const char *fmt, ...)
 {
 	va_list ap;
@@ -176,19 +181,20 @@ connect_error(const char *url, int rv)
 	switch (rv) {
 	case NNG_ECONNREFUSED:
 		return err_set(err, KILN_NO_ANSWER, 0, false,
-			       "no scheduler at %s (connection refused)", url);
+		               "no scheduler at %s (connection refused)", url);
 	case NNG_EADDRINVAL:
 	case NNG_EINVAL:
 		return err_set(err, KILN_NO_ANSWER, 0, false,
-			       "invalid scheduler address '%s' (expected tcp://HOST:PORT, "
-			       "ipc:///PATH or inproc://NAME)",
-			       url);
+		               "invalid scheduler address '%s' (expected tcp://HOST:PORT, "
+		               "ipc:///PATH or inproc://NAME)",
+		               url);
 	case NNG_ENOTSUP:
 		return err_set(err, KILN_NO_ANSWER, 0, false,
-			       "unsupported transport in '%s' (use tcp://, ipc:// or inproc://)", url);
+		               "unsupported transport in '%s' (use tcp://, ipc:// or inproc://)",
+		               url);
 	default:
-		return err_set(err, KILN_NO_ANSWER, 0, false, "cannot connect to the scheduler at %s: %s",
-			       url, nng_strerror(rv));
+		return err_set(err, KILN_NO_ANSWER, 0, false,
+		               "cannot connect to the scheduler at %s: %s", url, nng_strerror(rv));
 	}
 }
 
@@ -220,14 +226,14 @@ kiln_connect(const char *url, const char *token, kiln_client **ret, char *err, s
 	if (rv != 0) {
 		free(c);
 		int e = err_set(nng_errno(rv), KILN_NO_ANSWER, 0, false,
-				"cannot open an nng REQ socket: %s", nng_strerror(rv));
+		                "cannot open an nng REQ socket: %s", nng_strerror(rv));
 		if (errlen)
 			kl_strlcpy(err, tls_err.message, errlen);
 		return e;
 	}
 	if ((rv = socket_setup(c->sock)) != 0) {
 		err_set(nng_errno(rv), KILN_NO_ANSWER, 0, false, "cannot configure the socket: %s",
-			nng_strerror(rv));
+		        nng_strerror(rv));
 		goto fail;
 	}
 	/* Synchronous dial: a missing scheduler is reported now, not at the first call. */
@@ -258,7 +264,7 @@ kiln_close(kiln_client *c)
 	if (!c)
 		return;
 	pthread_mutex_lock(&c->lock);
-	c->closing = true;
+	atomic_store(&c->closing, true);
 	pthread_mutex_unlock(&c->lock);
 	/* Aborts every context's send or receive: pending callbacks run with ECLOSED. */
 	nng_close(c->sock);
@@ -303,7 +309,7 @@ kiln_job_id_new(void)
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			uint64_t z = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
-				     atomic_fetch_add(&fallback, 0x9e3779b97f4a7c15ull);
+			             atomic_fetch_add(&fallback, 0x9e3779b97f4a7c15ull);
 			z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 			z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 			v = z ^ (z >> 31);
@@ -331,13 +337,13 @@ request_msg(kiln_client *c, const Kiln__ClientRequest *req, uint64_t *ret_id, nn
 	int rv = kl_env_encode(&e, &buf, &len);
 	if (rv < 0)
 		return err_set(rv, KILN_NO_ANSWER, 0, false,
-			       "request too large (%zu bytes; a kiln message holds at most %u MiB)",
-			       kiln__envelope__get_packed_size(&e), KL_MAX_MSG >> 20);
+		               "request too large (%zu bytes; a kiln message holds at most %u MiB)",
+		               kiln__envelope__get_packed_size(&e), KL_MAX_MSG >> 20);
 	nng_msg *m;
 	if ((rv = nng_msg_alloc(&m, len)) != 0) {
 		free(buf);
 		return err_set(nng_errno(rv), KILN_NO_ANSWER, 0, false, "cannot allocate %zu bytes",
-			       len);
+		               len);
 	}
 	memcpy(nng_msg_body(m), buf, len);
 	free(buf);
@@ -350,35 +356,40 @@ request_msg(kiln_client *c, const Kiln__ClientRequest *req, uint64_t *ret_id, nn
 static int
 send_error(kiln_client *c, int rv)
 {
+	if (atomic_load(&c->closing))
+		rv = NNG_ECLOSED;
 	if (rv == NNG_ETIMEDOUT)
 		return err_set(-ENOTCONN, KILN_NO_ANSWER, 0, false,
-			       "not connected to the scheduler at %s (no connection within %" PRIu32
-			       " ms); the request was not sent",
-			       c->url, atomic_load(&c->send_timeout_ms));
+		               "not connected to the scheduler at %s (no connection within %" PRIu32
+		               " ms); the request was not sent",
+		               c->url, atomic_load(&c->send_timeout_ms));
 	if (rv == NNG_ECLOSED)
 		return err_set(-ECANCELED, KILN_NO_ANSWER, 0, false,
-			       "the client was closed; the request was not sent");
+		               "the client was closed; the request was not sent");
 	return err_set(nng_errno(rv), KILN_NO_ANSWER, 0, false,
-		       "cannot send to the scheduler at %s: %s; the request was not sent", c->url,
-		       nng_strerror(rv));
+	               "cannot send to the scheduler at %s: %s; the request was not sent", c->url,
+	               nng_strerror(rv));
 }
 
 /* A receive that failed: the request went out, so it may have run. */
 static int
-recv_error(kiln_client *c, int rv)
+recv_error(kiln_client *c, int rv, uint32_t timeout_ms)
 {
+	/* nng_close may close the pipe before the context: that is not a lost connection. */
+	if (atomic_load(&c->closing))
+		rv = NNG_ECLOSED;
 	if (rv == NNG_ETIMEDOUT)
 		return err_set(-ETIMEDOUT, KILN_NO_ANSWER, 0, true,
-			       "no reply from the scheduler at %s within %" PRIu32
-			       " ms: the call's outcome is unknown",
-			       c->url, atomic_load(&c->timeout_ms));
+		               "no reply from the scheduler at %s within %" PRIu32
+		               " ms: the call's outcome is unknown",
+		               c->url, timeout_ms);
 	if (rv == NNG_ECLOSED)
 		return err_set(-ECANCELED, KILN_NO_ANSWER, 0, true,
-			       "the client was closed while waiting for the reply: the call's "
-			       "outcome is unknown");
+		               "the client was closed while waiting for the reply: the call's "
+		               "outcome is unknown");
 	return err_set(-ECONNRESET, KILN_NO_ANSWER, 0, true,
-		       "lost connection to the scheduler at %s (%s): the call's outcome is unknown",
-		       c->url, nng_strerror(rv));
+	               "lost connection to the scheduler at %s (%s): the call's outcome is unknown",
+	               c->url, nng_strerror(rv));
 }
 
 /* An error the scheduler answered with. NODE_LOST alone leaves the outcome open. */
@@ -391,7 +402,7 @@ answer_error(int code, const char *msg, uint32_t retry_after_ms)
 	if (!msg || !*msg)
 		msg = "(no message)";
 	return err_set(err, code, retry_after_ms, code == KILN__CODE__NODE_LOST, "%s: %s",
-		       kl_code_name(code), msg);
+	               kl_code_name(code), msg);
 }
 
 /* Decode a reply envelope (consumes m) and detach its ClientReply. */
@@ -404,14 +415,14 @@ reply_decode(nng_msg *m, uint64_t request_id, Kiln__ClientReply **ret)
 	nng_msg_free(m);
 	if (rv == -EPROTO)
 		return err_set(-EPROTO, KILN_NO_ANSWER, 0, false,
-			       "the scheduler speaks kiln protocol version %" PRIu32
-			       ", this client version %" PRIu32
-			       ": use a client from the scheduler's release",
-			       version, KL_PROTO_VERSION);
+		               "the scheduler speaks kiln protocol version %" PRIu32
+		               ", this client version %" PRIu32
+		               ": use a client from the scheduler's release",
+		               version, KL_PROTO_VERSION);
 	if (rv < 0)
 		return err_set(rv, KILN_NO_ANSWER, 0, true,
-			       "bad reply from the scheduler: %s; the call's outcome is unknown",
-			       kl_env_strerror(rv));
+		               "bad reply from the scheduler: %s; the call's outcome is unknown",
+		               kl_env_strerror(rv));
 	if (e->msg_case == KILN__ENVELOPE__MSG_ERROR) {
 		rv = answer_error(e->error->code, e->error->message, e->error->retry_after_ms);
 		kiln__envelope__free_unpacked(e, NULL);
@@ -419,18 +430,18 @@ reply_decode(nng_msg *m, uint64_t request_id, Kiln__ClientReply **ret)
 	}
 	if (e->msg_case != KILN__ENVELOPE__MSG_CLIENT_REPLY) {
 		rv = err_set(-EBADMSG, KILN_NO_ANSWER, 0, true,
-			     "bad reply from the scheduler: envelope field %d instead of a "
-			     "client reply; the call's outcome is unknown",
-			     (int)e->msg_case);
+		             "bad reply from the scheduler: envelope field %d instead of a "
+		             "client reply; the call's outcome is unknown",
+		             (int)e->msg_case);
 		kiln__envelope__free_unpacked(e, NULL);
 		return rv;
 	}
 	Kiln__ClientReply *r = e->client_reply;
 	if (r->request_id != 0 && r->request_id != request_id) {
 		rv = err_set(-EBADMSG, KILN_NO_ANSWER, 0, true,
-			     "bad reply from the scheduler: it answers request %" PRIu64
-			     ", not %" PRIu64 "; the call's outcome is unknown",
-			     r->request_id, request_id);
+		             "bad reply from the scheduler: it answers request %" PRIu64
+		             ", not %" PRIu64 "; the call's outcome is unknown",
+		             r->request_id, request_id);
 		kiln__envelope__free_unpacked(e, NULL);
 		return rv;
 	}
@@ -442,9 +453,11 @@ reply_decode(nng_msg *m, uint64_t request_id, Kiln__ClientReply **ret)
 	return 0;
 }
 
-/* Send, wait, receive, decode: a blocking round trip on a private context. */
+/* Send, wait (at most timeout_ms, 0 = forever), receive, decode: a blocking
+ * round trip on a private context. */
 static int
-roundtrip(kiln_client *c, const Kiln__ClientRequest *req, Kiln__ClientReply **ret)
+roundtrip_in(kiln_client *c, const Kiln__ClientRequest *req, uint32_t timeout_ms,
+             Kiln__ClientReply **ret)
 {
 	nng_msg *m;
 	uint64_t id;
@@ -471,17 +484,23 @@ roundtrip(kiln_client *c, const Kiln__ClientRequest *req, Kiln__ClientReply **re
 		rv = send_error(c, rv);
 		goto out;
 	}
-	nng_aio_set_timeout(aio, ms_duration(atomic_load(&c->timeout_ms)));
+	nng_aio_set_timeout(aio, ms_duration(timeout_ms));
 	nng_ctx_recv(ctx, aio);
 	nng_aio_wait(aio);
 	if ((rv = nng_aio_result(aio)) != 0)
-		rv = recv_error(c, rv);
+		rv = recv_error(c, rv, timeout_ms);
 	else
 		rv = reply_decode(nng_aio_get_msg(aio), id, ret);
 out:
 	nng_aio_free(aio);
 	nng_ctx_close(ctx);
 	return rv;
+}
+
+static int
+roundtrip(kiln_client *c, const Kiln__ClientRequest *req, Kiln__ClientReply **ret)
+{
+	return roundtrip_in(c, req, atomic_load(&c->timeout_ms), ret);
 }
 
 static const char *
@@ -521,8 +540,8 @@ reply_expect(Kiln__ClientReply *r, int want)
 	}
 	if ((int)r->reply_case != want) {
 		int rv = err_set(-EBADMSG, KILN_NO_ANSWER, 0, true,
-				 "bad reply from the scheduler: '%s' where '%s' was due",
-				 reply_case_name(r->reply_case), reply_case_name(want));
+		                 "bad reply from the scheduler: '%s' where '%s' was due",
+		                 reply_case_name(r->reply_case), reply_case_name(want));
 		kiln_reply_free(r);
 		return rv;
 	}
@@ -579,7 +598,7 @@ kiln_session_open_full(kiln_client *c, const Kiln__SessionOpen *open, Kiln__Sess
 	if (!o->session || !o->session->session_id || !*o->session->session_id) {
 		kiln_reply_free(r);
 		return err_set(-EBADMSG, KILN_NO_ANSWER, 0, true,
-			       "bad reply from the scheduler: a session opened without an id");
+		               "bad reply from the scheduler: a session opened without an id");
 	}
 	r->opened = NULL;
 	r->reply_case = KILN__CLIENT_REPLY__REPLY__NOT_SET;
@@ -597,7 +616,7 @@ kiln_opened_free(Kiln__SessionOpened *o)
 
 int
 kiln_session_open(kiln_client *c, const char *template_, const Kiln__Limits *lim,
-		  char **ret_session_id, char *err, size_t errlen)
+                  char **ret_session_id, char *err, size_t errlen)
 {
 	Kiln__SessionOpen open = KILN__SESSION_OPEN__INIT;
 	open.template_ = (char *)(template_ ? template_ : "");
@@ -720,9 +739,14 @@ kiln_cancel(kiln_client *c, uint64_t job_id)
 	Kiln__ClientRequest req = KILN__CLIENT_REQUEST__INIT;
 	req.op_case = KILN__CLIENT_REQUEST__OP_CANCEL;
 	req.cancel = &cn;
+	/* A cancel is quick to answer; it must not hang its caller when the client
+	 * waits forever for tool calls. */
+	uint32_t t = atomic_load(&c->timeout_ms);
+	if (t == 0 || t > CANCEL_TIMEOUT_MS)
+		t = CANCEL_TIMEOUT_MS;
 	Kiln__ClientReply *r;
-	int rv = request_expect(c, &req, KILN__CLIENT_REPLY__REPLY_ERROR, &r);
-	if (rv < 0)
+	int rv = roundtrip_in(c, &req, t, &r);
+	if (rv < 0 || (rv = reply_expect(r, KILN__CLIENT_REPLY__REPLY_ERROR)) < 0)
 		return rv;
 	kiln_reply_free(r);
 	return 0;
@@ -735,6 +759,7 @@ typedef struct kiln_async {
 	nng_ctx ctx;
 	nng_aio *aio;
 	uint64_t request_id;
+	uint32_t timeout_ms;
 	bool sent;
 	kiln_result_cb *cb;
 	void *arg;
@@ -746,7 +771,13 @@ async_finish(kiln_async *a, int err, Kiln__ToolResult *res)
 	kiln_client *c = a->c;
 	kiln_result_cb *cb = a->cb;
 	void *arg = a->arg;
-	nng_ctx_close(a->ctx);
+	/* Once kiln_close began, nng_close owns the contexts and may already have freed
+	 * the socket under this one: closing it here too crashes nng 1.5.2. The lock
+	 * keeps kiln_close from starting nng_close between the check and the close. */
+	pthread_mutex_lock(&c->lock);
+	if (!atomic_load(&c->closing))
+		nng_ctx_close(a->ctx);
+	pthread_mutex_unlock(&c->lock);
 	/* nng_aio_free here would wait for this very callback: deadlock. */
 	nng_aio_reap(a->aio);
 	free(a);
@@ -771,12 +802,13 @@ async_step(void *arg)
 			return;
 		}
 		a->sent = true;
-		nng_aio_set_timeout(a->aio, ms_duration(atomic_load(&c->timeout_ms)));
+		a->timeout_ms = atomic_load(&c->timeout_ms);
+		nng_aio_set_timeout(a->aio, ms_duration(a->timeout_ms));
 		nng_ctx_recv(a->ctx, a->aio);
 		return;
 	}
 	if (rv != 0) {
-		async_finish(a, recv_error(c, rv), NULL);
+		async_finish(a, recv_error(c, rv, a->timeout_ms), NULL);
 		return;
 	}
 	Kiln__ClientReply *r;
@@ -799,43 +831,44 @@ kiln_call_async(kiln_client *c, const Kiln__ToolCall *call, kiln_result_cb *cb, 
 	int rv = call_request(call, &tc, &req);
 	if (rv < 0)
 		return rv;
+	/* Counted before touching the socket, so kiln_close waits for this call. */
+	pthread_mutex_lock(&c->lock);
+	bool closing = atomic_load(&c->closing);
+	if (!closing)
+		c->inflight++;
+	pthread_mutex_unlock(&c->lock);
+	if (closing)
+		return err_set(-ECANCELED, KILN_NO_ANSWER, 0, false,
+		               "the client is closing; the call was not sent");
 	kiln_async *a = kl_xcalloc(1, sizeof(*a));
 	a->c = c;
 	a->cb = cb;
 	a->arg = arg;
-	nng_msg *m;
-	if ((rv = request_msg(c, &req, &a->request_id, &m)) < 0) {
-		free(a);
-		return rv;
-	}
+	nng_msg *m = NULL;
+	if ((rv = request_msg(c, &req, &a->request_id, &m)) < 0)
+		goto fail;
 	if ((rv = nng_ctx_open(&a->ctx, c->sock)) != 0) {
-		nng_msg_free(m);
-		free(a);
-		return send_error(c, rv);
+		rv = send_error(c, rv);
+		goto fail;
 	}
 	if ((rv = nng_aio_alloc(&a->aio, async_step, a)) != 0) {
-		nng_msg_free(m);
 		nng_ctx_close(a->ctx);
-		free(a);
-		return send_error(c, rv);
-	}
-	pthread_mutex_lock(&c->lock);
-	bool closing = c->closing;
-	if (!closing)
-		c->inflight++;
-	pthread_mutex_unlock(&c->lock);
-	if (closing) {
-		nng_msg_free(m);
-		nng_aio_free(a->aio);
-		nng_ctx_close(a->ctx);
-		free(a);
-		return err_set(-ECANCELED, KILN_NO_ANSWER, 0, false,
-			       "the client is closing; the call was not sent");
+		rv = send_error(c, rv);
+		goto fail;
 	}
 	nng_aio_set_msg(a->aio, m);
 	nng_aio_set_timeout(a->aio, ms_duration(atomic_load(&c->send_timeout_ms)));
 	nng_ctx_send(a->ctx, a->aio);
 	return 0;
+fail:
+	if (m)
+		nng_msg_free(m);
+	free(a);
+	pthread_mutex_lock(&c->lock);
+	if (--c->inflight == 0)
+		pthread_cond_broadcast(&c->idle);
+	pthread_mutex_unlock(&c->lock);
+	return rv;
 }
 
 /* ---- cluster ---- */

@@ -132,7 +132,7 @@ void kiln_reply_free(Kiln__ClientReply *r);
  * message also copied to err when errlen > 0. Any thread; blocks.
  */
 int kiln_session_open(kiln_client *c, const char *template_, const Kiln__Limits *lim,
-		      char **ret_session_id, char *err, size_t errlen);
+                      char **ret_session_id, char *err, size_t errlen);
 
 /*
  * The full form: send open as given (template, limits, env; session_id and
@@ -141,7 +141,7 @@ int kiln_session_open(kiln_client *c, const char *template_, const Kiln__Limits 
  * Succeeds only when the session was opened (code OK). Any thread; blocks.
  */
 int kiln_session_open_full(kiln_client *c, const Kiln__SessionOpen *open,
-			   Kiln__SessionOpened **ret);
+                           Kiln__SessionOpened **ret);
 void kiln_opened_free(Kiln__SessionOpened *o);
 
 /* Close a session: 0, or e.g. -ENOENT (no such session). Any thread; blocks. */
@@ -179,34 +179,35 @@ void kiln_result_free(Kiln__ToolResult *r);
  */
 /* bash: one command in the session's persistent shell (stdout+stderr in output). */
 int kiln_bash(kiln_client *c, const char *session, const char *command, uint32_t timeout_ms,
-	      Kiln__ToolResult **ret);
+              Kiln__ToolResult **ret);
 /* bash restart: kill the session's shell and everything it started. */
 int kiln_bash_restart(kiln_client *c, const char *session, Kiln__ToolResult **ret);
 /* exec: argv (NULL-terminated, argv[0] looked up in PATH) in a fresh process. */
 int kiln_exec(kiln_client *c, const char *session, const char *const *argv, uint32_t timeout_ms,
-	      Kiln__ToolResult **ret);
+              Kiln__ToolResult **ret);
 /* read: the file's text; lines start..end (1-based, inclusive; end <= 0: to the
  * end of the file); start == 0 reads the whole file. */
 int kiln_read(kiln_client *c, const char *session, const char *path, int64_t start, int64_t end,
-	      Kiln__ToolResult **ret);
+              Kiln__ToolResult **ret);
 /* write: replace the whole file with len bytes of data, creating parent directories. */
-int kiln_write(kiln_client *c, const char *session, const char *path, const void *data,
-	       size_t len, Kiln__ToolResult **ret);
+int kiln_write(kiln_client *c, const char *session, const char *path, const void *data, size_t len,
+               Kiln__ToolResult **ret);
 /* edit: replace old_string by new_string (exactly one occurrence unless replace_all). */
 int kiln_edit(kiln_client *c, const char *session, const char *path, const char *old_string,
-	      const char *new_string, bool replace_all, Kiln__ToolResult **ret);
+              const char *new_string, bool replace_all, Kiln__ToolResult **ret);
 /* glob: doublestar pattern under path (NULL: the working directory). */
 int kiln_glob(kiln_client *c, const char *session, const char *pattern, const char *path,
-	      Kiln__ToolResult **ret);
+              Kiln__ToolResult **ret);
 /* grep: regex pattern under path (NULL: the working directory). */
 int kiln_grep(kiln_client *c, const char *session, const char *pattern, const char *path,
-	      Kiln__ToolResult **ret);
+              Kiln__ToolResult **ret);
 
 /*
  * Ask the scheduler to cancel the call with this job id (one of this
  * tenant's). The call itself then ends with code CANCELLED. 0 when the
  * scheduler accepted the cancel; -ENOENT when it knows no such job (finished
- * already, or never existed). Any thread; blocks briefly.
+ * already, or never existed). Waits at most 10 s (or the kiln_set_timeout
+ * value, if shorter) for the answer. Any thread; blocks briefly.
  */
 int kiln_cancel(kiln_client *c, uint64_t job_id);
 

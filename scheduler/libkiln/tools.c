@@ -19,7 +19,7 @@ run(kiln_client *c, const char *session, uint32_t timeout_ms, Kiln__ToolCall *tc
 
 int
 kiln_bash(kiln_client *c, const char *session, const char *command, uint32_t timeout_ms,
-	  Kiln__ToolResult **ret)
+          Kiln__ToolResult **ret)
 {
 	Kiln__BashInput in = KILN__BASH_INPUT__INIT;
 	in.command = (char *)command;
@@ -43,7 +43,7 @@ kiln_bash_restart(kiln_client *c, const char *session, Kiln__ToolResult **ret)
 
 int
 kiln_exec(kiln_client *c, const char *session, const char *const *argv, uint32_t timeout_ms,
-	  Kiln__ToolResult **ret)
+          Kiln__ToolResult **ret)
 {
 	Kiln__ExecInput in = KILN__EXEC_INPUT__INIT;
 	size_t n = 0;
@@ -59,7 +59,7 @@ kiln_exec(kiln_client *c, const char *session, const char *const *argv, uint32_t
 
 int
 kiln_read(kiln_client *c, const char *session, const char *path, int64_t start, int64_t end,
-	  Kiln__ToolResult **ret)
+          Kiln__ToolResult **ret)
 {
 	int64_t range[2] = {start, end};
 	Kiln__ReadInput in = KILN__READ_INPUT__INIT;
@@ -76,7 +76,7 @@ kiln_read(kiln_client *c, const char *session, const char *path, int64_t start, 
 
 int
 kiln_write(kiln_client *c, const char *session, const char *path, const void *data, size_t len,
-	   Kiln__ToolResult **ret)
+           Kiln__ToolResult **ret)
 {
 	Kiln__WriteInput in = KILN__WRITE_INPUT__INIT;
 	in.file_path = (char *)path;
@@ -90,7 +90,7 @@ kiln_write(kiln_client *c, const char *session, const char *path, const void *da
 
 int
 kiln_edit(kiln_client *c, const char *session, const char *path, const char *old_string,
-	  const char *new_string, bool replace_all, Kiln__ToolResult **ret)
+          const char *new_string, bool replace_all, Kiln__ToolResult **ret)
 {
 	Kiln__EditInput in = KILN__EDIT_INPUT__INIT;
 	in.file_path = (char *)path;
@@ -105,7 +105,7 @@ kiln_edit(kiln_client *c, const char *session, const char *path, const char *old
 
 int
 kiln_glob(kiln_client *c, const char *session, const char *pattern, const char *path,
-	  Kiln__ToolResult **ret)
+          Kiln__ToolResult **ret)
 {
 	Kiln__GlobInput in = KILN__GLOB_INPUT__INIT;
 	in.pattern = (char *)pattern;
@@ -118,7 +118,7 @@ kiln_glob(kiln_client *c, const char *session, const char *pattern, const char *
 
 int
 kiln_grep(kiln_client *c, const char *session, const char *pattern, const char *path,
-	  Kiln__ToolResult **ret)
+          Kiln__ToolResult **ret)
 {
 	Kiln__GrepInput in = KILN__GREP_INPUT__INIT;
 	in.pattern = (char *)pattern;

@@ -8,6 +8,7 @@
 #include "test.h"
 
 #include "kl_proto.h"
+#include "kl_util.h"
 #include "kt_cluster.h"
 #include "kt_node.h"
 
@@ -85,7 +86,7 @@ TEST(bad_client_token_is_refused)
 {
 	kiln_client *k = kt_cluster_client(&cl, "not-a-token");
 	char *sid = NULL;
-	ASSERT_LT(kiln_session_open(k, NULL, NULL, &sid), 0);
+	ASSERT_LT(kiln_session_open(k, NULL, NULL, &sid, NULL, 0), 0);
 	ASSERT_EQ(kiln_last_error()->code, KILN__CODE__UNAUTHENTICATED);
 	ASSERT_CONTAINS(kiln_last_error()->message, "token refused");
 	kiln_close(k);
@@ -95,7 +96,7 @@ TEST(tenants_cannot_reach_each_other)
 {
 	kiln_client *a = kt_cluster_client(&cl, KT_ALPHA), *b = kt_cluster_client(&cl, KT_BETA);
 	char *sid;
-	ASSERT_EQ(kiln_session_open(a, NULL, NULL, &sid), 0);
+	ASSERT_EQ(kiln_session_open(a, NULL, NULL, &sid, NULL, 0), 0);
 	Kiln__ToolResult *r;
 	ASSERT_EQ(kiln_write(a, sid, "secret", "alpha-only", 10, &r), 0);
 	kiln_result_free(r);
@@ -126,16 +127,16 @@ TEST(quotas)
 {
 	kiln_client *k = kt_cluster_client(&cl, KT_SMALL);
 	char *s1, *s2, *s3;
-	ASSERT_EQ(kiln_session_open(k, NULL, NULL, &s1), 0);
-	ASSERT_EQ(kiln_session_open(k, NULL, NULL, &s2), 0);
-	ASSERT_LT(kiln_session_open(k, NULL, NULL, &s3), 0);
+	ASSERT_EQ(kiln_session_open(k, NULL, NULL, &s1, NULL, 0), 0);
+	ASSERT_EQ(kiln_session_open(k, NULL, NULL, &s2, NULL, 0), 0);
+	ASSERT_LT(kiln_session_open(k, NULL, NULL, &s3, NULL, 0), 0);
 	ASSERT_EQ(kiln_last_error()->code, KILN__CODE__RESOURCE_EXHAUSTED);
 	ASSERT_GT(kiln_last_error()->retry_after_ms, 0);
 	/* Limits above the tenant's maximum are refused. */
 	Kiln__Limits big = KILN__LIMITS__INIT;
 	big.memory_bytes = 8ull << 30;
 	ASSERT_EQ(kiln_session_close(k, s2), 0);
-	ASSERT_LT(kiln_session_open(k, NULL, &big, &s3), 0);
+	ASSERT_LT(kiln_session_open(k, NULL, &big, &s3, NULL, 0), 0);
 	ASSERT_EQ(kiln_last_error()->code, KILN__CODE__PERMISSION_DENIED);
 	/* The submit rate (5/s, burst 5): a quick burst of 20 calls sees refusals
 	 * with a retry-after, not a queue that grows. */

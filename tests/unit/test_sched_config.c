@@ -751,57 +751,51 @@ TEST(token_file_errors)
 
 TEST(docs_example_loads)
 {
-	/* The complete example in docs/config.md, with its token files. */
+	/* The complete example in docs/config.md, with /etc/kiln/ pointing at
+	 * token files made here. */
 	make_tmpdir();
 	put("join.token", "join-0123456789abcdef\n");
 	put("admin.token", "admin-0123456789abcdef\n");
 	put("acme.token", "acme-0123456789abcdef\n");
 	put("globex.token", "globex-0123456789abcdef\n");
-	char text[4096];
-	snprintf(text, sizeof text,
-	         "# /etc/kiln/scheduler.conf\n"
-	         "[scheduler]\n"
-	         "node_url = tcp://0.0.0.0:7070\n"
-	         "client_url = tcp://127.0.0.1:7071\n"
-	         "join_token_file = %1$s/join.token\n"
-	         "admin_token_file = %1$s/admin.token\n"
-	         "heartbeat = 1s\n"
-	         "dead_after = 3s\n"
-	         "poll = 5s\n"
-	         "idle_ttl = 30m\n"
-	         "shutdown_grace = 10s\n"
-	         "max_queued = 100000\n"
-	         "\n"
-	         "[tenant acme]\n"
-	         "token_file = %1$s/acme.token\n"
-	         "weight = 2\n"
-	         "max_sessions = 200\n"
-	         "max_inflight = 64\n"
-	         "rate = 200\n"
-	         "burst = 400\n"
-	         "queue = 256\n"
-	         "max_memory = 2G\n"
-	         "max_pids = 1024\n"
-	         "max_cpu = 2000m\n"
-	         "max_workspace = 4G\n"
-	         "max_timeout = 10m\n"
-	         "max_output = 4M\n"
-	         "default_memory = 512M\n"
-	         "default_timeout = 2m\n"
-	         "\n"
-	         "[tenant globex]\n"
-	         "token_file = %1$s/globex.token\n"
-	         "max_memory = 1G\n"
-	         "max_cpu = 1\n",
-	         tmpdir);
+	char *doc;
+	ASSERT_EQ(kl_read_file_at(AT_FDCWD, KILN_SOURCE_DIR "/docs/config.md", 1 << 20, &doc, NULL),
+	          0);
+	char *start = strstr(doc, "```ini\n"), *end = start ? strstr(start, "\n```") : NULL;
+	ASSERT(start && end);
+	start += strlen("```ini\n");
+	char text[8192] = "", *o = text;
+	for (char *q = start; q <= end; q++) {
+		if (!strncmp(q, "/etc/kiln/", 10)) {
+			o += sprintf(o, "%s/", tmpdir);
+			q += 9;
+		} else {
+			*o++ = *q;
+		}
+		ASSERT_LT(o - text, (long)sizeof text - 100);
+	}
+	free(doc);
 	put("example.conf", text);
 	sched_config c;
-	ASSERT_EQ(load_file("example.conf", &c), 0);
-	ASSERT_EQ(c.ntenants, 2);
+	if (load_file("example.conf", &c) != 0)
+		KT_FAIL("docs/config.md example: %s", errbuf);
+	ASSERT_STR_EQ(c.node_url, "tcp://0.0.0.0:7070");
+	ASSERT_STR_EQ(c.join_token, "join-0123456789abcdef");
 	ASSERT_STR_EQ(c.admin_token, "admin-0123456789abcdef");
-	ASSERT_EQ(tenant(&c, "acme")->max.cpu_millicores, 2000);
-	ASSERT_EQ(tenant(&c, "globex")->max.cpu_millicores, 1000);
-	ASSERT_EQ(tenant(&c, "globex")->weight, 1);
+	ASSERT_EQ(c.max_queued, 100000);
+	ASSERT_EQ(c.ntenants, 2);
+	sched_tenant_cfg *a = tenant(&c, "acme"), *g = tenant(&c, "globex");
+	ASSERT_STR_EQ(a->token, "acme-0123456789abcdef");
+	ASSERT_EQ(a->weight, 2);
+	ASSERT_EQ(a->burst, 400);
+	ASSERT_EQ(a->queue_limit, 256);
+	ASSERT_EQ(a->max.memory_bytes, 2ull << 30);
+	ASSERT_EQ(a->max.cpu_millicores, 2000);
+	ASSERT_EQ(a->max.output_bytes, 4ull << 20);
+	ASSERT_EQ(a->defaults.call_timeout_ms, 120000);
+	ASSERT_EQ(g->max.cpu_millicores, 1000);
+	ASSERT_EQ(g->weight, 1);
+	ASSERT_EQ(g->burst, 200);
 	sched_config_fini(&c);
 }
 
