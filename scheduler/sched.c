@@ -157,8 +157,9 @@ node_lost(sched *s, snode *n, const char *why)
 	char msg[256];
 	if (n->state == N_DEAD)
 		return;
-	KL_LOG(KL_WARN, SCHED_COMPONENT, "node %s lost: %s (%u calls in flight, %u sessions)",
-	       n->id, why, (unsigned)kl_map_size(&n->inflight), n->nsessions);
+	KL_LOG(s->stopping ? KL_INFO : KL_WARN, SCHED_COMPONENT,
+	       "node %s lost: %s (%u calls in flight, %u sessions)", n->id, why,
+	       (unsigned)kl_map_size(&n->inflight), n->nsessions);
 	n->state = N_DEAD;
 	s->node_lost++;
 	/* Parked requests can no longer be answered usefully: recycle them. */
