@@ -49,7 +49,7 @@ typedef struct dev_opts {
 
 enum { T_BASH, T_EXEC, T_READ, T_WRITE, T_EDIT, T_GLOB, T_GREP, T_NTOOLS };
 static const char *const tool_names[T_NTOOLS] = {"bash", "exec", "read", "write",
-						 "edit", "glob", "grep"};
+                                                 "edit", "glob", "grep"};
 
 typedef struct agent {
 	pthread_t th;
@@ -66,18 +66,19 @@ typedef struct agent {
 
 static pthread_mutex_t print_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static const char main_c[] = "#include <stdio.h>\n"
-			     "#include <stdlib.h>\n"
-			     "\n"
-			     "int\n"
-			     "main(int argc, char **argv)\n"
-			     "{\n"
-			     "\tlong sum = 0;\n"
-			     "\tfor (int i = 1; i < argc - 1; i++) /* bug: skips the last argument */\n"
-			     "\t\tsum += strtol(argv[i], NULL, 10);\n"
-			     "\tprintf(\"%ld\\n\", sum);\n"
-			     "\treturn 0;\n"
-			     "}\n";
+static const char main_c[] =
+        "#include <stdio.h>\n"
+        "#include <stdlib.h>\n"
+        "\n"
+        "int\n"
+        "main(int argc, char **argv)\n"
+        "{\n"
+        "\tlong sum = 0;\n"
+        "\tfor (int i = 1; i < argc - 1; i++) /* bug: skips the last argument */\n"
+        "\t\tsum += strtol(argv[i], NULL, 10);\n"
+        "\tprintf(\"%ld\\n\", sum);\n"
+        "\treturn 0;\n"
+        "}\n";
 static const char makefile[] = "sum: main.c\n\tcc -O2 -Wall -o sum main.c\n";
 
 static void
@@ -98,7 +99,10 @@ note(agent *a, int tool, const char *what, const Kiln__ToolResult *r, uint64_t n
 	pthread_mutex_lock(&print_mu);
 	printf("  %-7s agent-%d  %-5s %-44.44s -> %s%s%s (%.1f ms)\n", a->tenant, a->idx,
 	       tool_names[tool], what,
-	       !r ? "FAILED" : r->code ? kl_code_name(r->code) : r->is_error ? "error" : "ok",
+	       !r            ? "FAILED"
+	       : r->code     ? kl_code_name(r->code)
+	       : r->is_error ? "error"
+	                     : "ok",
 	       *out ? ": " : "", out, (double)ns / 1e6);
 	pthread_mutex_unlock(&print_mu);
 }
@@ -118,15 +122,15 @@ step(agent *a, kiln_client *k, int tool, Kiln__ToolCall *tc, const char *what, b
 	if (rc < 0) {
 		a->errors++;
 		snprintf(a->failure, sizeof a->failure, "%s %.60s: %.300s", tool_names[tool], what,
-			 kiln_last_error()->message);
+		         kiln_last_error()->message);
 		note(a, tool, what, NULL, ns);
 		return NULL;
 	}
 	if (r->code != KILN__CODE__OK || r->is_error) {
 		if (expect_ok) {
 			a->errors++;
-			snprintf(a->failure, sizeof a->failure, "%s %s: %s %.200s", tool_names[tool],
-				 what, kl_code_name(r->code), r->message);
+			snprintf(a->failure, sizeof a->failure, "%s %s: %s %.200s",
+			         tool_names[tool], what, kl_code_name(r->code), r->message);
 		} else {
 			a->expected_errors++;
 		}
@@ -231,8 +235,12 @@ agent_main(void *arg)
 	write_file(a, k, "proj/Makefile", makefile);
 	bash(a, k, "make -s && ./sum 1 2 3", 0, true); /* prints 3: the bug */
 	other_tools(a, k);
-	bash(a, k, "make -s && ./sum 1 2 3 && git add -A && git commit -qm 'sum: add every argument' && git log --oneline | wc -l", 0, true);
-	const char *argv[] = {"python3", "-c", "import sys; print(sys.version.split()[0], sum(range(10)))", NULL};
+	bash(a, k,
+	     "make -s && ./sum 1 2 3 && git add -A && git commit -qm 'sum: add every argument' && "
+	     "git log --oneline | wc -l",
+	     0, true);
+	const char *argv[] = {"python3", "-c",
+	                      "import sys; print(sys.version.split()[0], sum(range(10)))", NULL};
 	Kiln__ExecInput xi = KILN__EXEC_INPUT__INIT;
 	xi.argv = (char **)argv;
 	xi.n_argv = 3;
@@ -254,8 +262,9 @@ run_demo(const dev_opts *o, const char *url)
 {
 	static const struct {
 		const char *tenant, *token;
-	} tenants[] = {{"dev", "kiln-dev-token"}, {"acme", "kiln-dev-acme"},
-		       {"globex", "kiln-dev-globex"}};
+	} tenants[] = {{"dev", "kiln-dev-token"},
+	               {"acme", "kiln-dev-acme"},
+	               {"globex", "kiln-dev-globex"}};
 	int n = o->agents;
 	agent *ag = calloc((size_t)n, sizeof *ag);
 	printf("\nkiln dev: demo: %d agents of %d tenants work at once\n\n", n, 3);
@@ -279,8 +288,8 @@ run_demo(const dev_opts *o, const char *url)
 	       "session", "node", "calls", "errors", "time");
 	for (int i = 0; i < n; i++) {
 		agent *a = &ag[i];
-		printf("  %-8s agent-%-2d %-20s %-10s %6d %7d %8.2fs\n", a->tenant, a->idx, a->session,
-		       a->node, a->calls, a->errors, (double)a->wall_ns / 1e9);
+		printf("  %-8s agent-%-2d %-20s %-10s %6d %7d %8.2fs\n", a->tenant, a->idx,
+		       a->session, a->node, a->calls, a->errors, (double)a->wall_ns / 1e9);
 		if (a->failure[0])
 			printf("           ! %s\n", a->failure);
 		calls += a->calls;
@@ -295,7 +304,8 @@ run_demo(const dev_opts *o, const char *url)
 		if (counts[t])
 			printf("  %-6s %6d %8.2fms %8.2fms %8.2fms\n", tool_names[t], counts[t],
 			       (double)kl_hist_percentile(&all[t], 50) / 1e6,
-			       (double)kl_hist_percentile(&all[t], 99) / 1e6, (double)all[t].max / 1e6);
+			       (double)kl_hist_percentile(&all[t], 99) / 1e6,
+			       (double)all[t].max / 1e6);
 	printf("\n  %d calls in %.2f s (%.1f calls/s) by %d agents; %d unexpected errors\n", calls,
 	       wall, calls / wall, n, errors);
 	printf("  (each agent's 300 ms timeout on `sleep 30` is expected: the call is killed,\n"
@@ -336,7 +346,8 @@ start_nodes(dev_cluster *dc, const dev_opts *o, FILE *err)
 			return -1;
 		}
 		if (i == 0)
-			fprintf(err, "kiln dev: sandbox limits %s\n", node_limits_text(dc->nodes[i]));
+			fprintf(err, "kiln dev: sandbox limits %s\n",
+			        node_limits_text(dc->nodes[i]));
 		node_start(dc->nodes[i]);
 		node_member_cfg mc = {DEV_NODES_URL, "kiln-dev-join", 0, NULL, 0};
 		if (node_member_start(dc->nodes[i], &mc, &dc->members[i], e, sizeof e) < 0) {
@@ -414,26 +425,27 @@ dev_opt(cli *cl, void *ctx, int key, const char *val)
 static void
 dev_usage(FILE *f)
 {
-	fprintf(f, "usage: kiln dev [--nodes N] [--warm N] [--agents N] [--no-demo]\n"
-		   "                [--listen URL] [--node-listen URL]\n"
-		   "\n"
-		   "A whole kiln cluster in this process: a scheduler and N nodes (default 2).\n"
-		   "Without --no-demo, several tenants' agents make real tool calls and a\n"
-		   "summary follows. With --no-demo the cluster serves clients on --listen\n"
-		   "(default %s; tenant dev, token kiln-dev-token) and nodes\n"
-		   "on --node-listen (default tcp://127.0.0.1:7070, join token kiln-dev-join)\n"
-		   "until Ctrl-C. Tenants: dev, acme (kiln-dev-acme), globex (kiln-dev-globex);\n"
-		   "admin token kiln-dev-admin.\n",
-		KILN_DEFAULT_URL);
+	fprintf(f,
+	        "usage: kiln dev [--nodes N] [--warm N] [--agents N] [--no-demo]\n"
+	        "                [--listen URL] [--node-listen URL]\n"
+	        "\n"
+	        "A whole kiln cluster in this process: a scheduler and N nodes (default 2).\n"
+	        "Without --no-demo, several tenants' agents make real tool calls and a\n"
+	        "summary follows. With --no-demo the cluster serves clients on --listen\n"
+	        "(default %s; tenant dev, token kiln-dev-token) and nodes\n"
+	        "on --node-listen (default tcp://127.0.0.1:7070, join token kiln-dev-join)\n"
+	        "until Ctrl-C. Tenants: dev, acme (kiln-dev-acme), globex (kiln-dev-globex);\n"
+	        "admin token kiln-dev-admin.\n",
+	        KILN_DEFAULT_URL);
 }
 
 static int
 cmd_dev(cli *cl, int argc, char **argv)
 {
 	static const cli_opt opts[] = {
-		{"nodes", 'n', true},    {"warm", 'w', true},   {"agents", 'a', true},
-		{"no-demo", 'D', false}, {"listen", 'l', true}, {"node-listen", 'L', true},
-		{NULL, 0, false},
+	        {"nodes", 'n', true},    {"warm", 'w', true},   {"agents", 'a', true},
+	        {"no-demo", 'D', false}, {"listen", 'l', true}, {"node-listen", 'L', true},
+	        {NULL, 0, false},
 	};
 	dev_opts o = {2, 4, 6, true, KILN_DEFAULT_URL, "tcp://127.0.0.1:7070"};
 	char **pos = NULL;
@@ -448,7 +460,7 @@ cmd_dev(cli *cl, int argc, char **argv)
 		return r;
 	if (geteuid() != 0) {
 		fprintf(cl->err, "kiln dev: sandboxes need root (user namespaces with id maps, "
-				 "cgroups); run it as root\n");
+		                 "cgroups); run it as root\n");
 		return CLI_EXIT_NOPERM;
 	}
 	sched_config cfg;
@@ -463,20 +475,21 @@ cmd_dev(cli *cl, int argc, char **argv)
 		fprintf(cl->err, "kiln dev: %s\n", err);
 		if (strstr(err, "listen"))
 			fprintf(cl->err, "kiln dev: is another kiln dev running? Stop it, or pass "
-					 "--listen/--node-listen with free ports\n");
+			                 "--listen/--node-listen with free ports\n");
 		sched_config_fini(&cfg);
 		return CLI_EXIT_UNAVAILABLE;
 	}
 	int rc = start_nodes(&dc, &o, cl->err) < 0 ? CLI_EXIT_SOFTWARE : 0;
 	if (!rc)
-		fprintf(cl->err, "kiln dev: %d nodes ready; clients: %s (tenant dev, token "
-				 "kiln-dev-token)\n",
-			dc.n, o.client_url);
+		fprintf(cl->err,
+		        "kiln dev: %d nodes ready; clients: %s (tenant dev, token "
+		        "kiln-dev-token)\n",
+		        dc.n, o.client_url);
 	if (!rc && o.demo) {
 		rc = run_demo(&o, DEV_CLIENTS_URL);
 	} else if (!rc) {
 		fprintf(cl->err, "kiln dev: try `kiln run -- echo hi` or `kiln status` in another "
-				 "terminal; Ctrl-C stops the cluster\n");
+		                 "terminal; Ctrl-C stops the cluster\n");
 		struct sigaction sa = {.sa_handler = on_signal};
 		sigaction(SIGINT, &sa, NULL);
 		sigaction(SIGTERM, &sa, NULL);

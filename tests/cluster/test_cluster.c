@@ -171,8 +171,9 @@ TEST(node_with_bad_join_token_is_refused)
 	snprintf(log, sizeof log, "%s/badnode.log", cl.dir);
 	char exe[4200];
 	snprintf(exe, sizeof exe, "%s/kiln-node", cl.bindir);
-	const char *argv[] = {exe, "--scheduler", cl.node_url, "--token-file", tok, "--name", "intruder",
-			      "--allow-unenforced-limits", NULL};
+	const char *argv[] = {exe, "--scheduler", cl.node_url, "--token-file",
+	                      tok, "--name",      "intruder",  "--allow-unenforced-limits",
+	                      NULL};
 	pid_t p = kt_spawn(argv, log);
 	int st = kt_wait_pid(p, 10000);
 	ASSERT(st != -1);
