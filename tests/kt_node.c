@@ -323,8 +323,9 @@ kt_count_cgroups(const char *dir)
 	while ((e = readdir(d))) {
 		if (e->d_type != DT_DIR || e->d_name[0] == '.')
 			continue;
-		char p[4096];
-		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+		char p[4096 + 256 + 2];
+		if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p)
+			continue;
 		n += 1 + kt_count_cgroups(p);
 	}
 	closedir(d);
