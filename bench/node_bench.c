@@ -1012,8 +1012,8 @@ pool_procs_path(char *out, size_t outlen)
 	if (!*mnt || !d || strcmp(d, "/daemon") != 0)
 		return false;
 	*d = 0;
-	snprintf(out, outlen, "%s%s/pool/cgroup.procs", strcmp(mnt, "/") ? mnt : "", rel);
-	return true;
+	int k = snprintf(out, outlen, "%s%s/pool/cgroup.procs", strcmp(mnt, "/") ? mnt : "", rel);
+	return k > 0 && (size_t)k < outlen;
 }
 
 /* Sum Rss and Pss (KiB) of the idle sandboxes' inits. Returns how many. */

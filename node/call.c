@@ -574,12 +574,9 @@ call_on_init_msg(call *c, const struct ki_hdr *h, const uint8_t *msg, uint32_t l
 		return;
 	}
 	if (h->type == KI_SPAWN_FAILED) {
-		uint32_t off = sizeof *h;
-		const struct ki_rec *r = ki_next(msg, len, &off);
 		c->spawn_err = h->a ? h->a : EIO;
 		c->spawn_stage = h->b;
-		kl_strlcpy(c->spawn_text, r && ki_str_ok(r) ? ki_data(r) : "exec",
-		           sizeof c->spawn_text);
+		kl_strlcpy(c->spawn_text, ki_text(msg, len, "exec"), sizeof c->spawn_text);
 		c->exited = true;
 		/* init closed its copies of the pipes: EOF follows. */
 		maybe_done(c);

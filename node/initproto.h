@@ -7,7 +7,8 @@
  * always execs the init it was built with.
  *
  *   node -> init   KI_CONFIG   mount plan, hostname, seccomp filter, sizes
- *   init -> node   KI_READY    namespaces, mounts and pivot_root done
+ *   init -> node   KI_READY    namespaces, mounts and pivot_root done (+ the egress
+ *                              proxy's listening sockets)
  *   init -> node   KI_ERROR    setup failed (errno in a, text payload); init exits
  *   node -> init   KI_SPAWN    start a process (argv, env, cwd, rlimits, fds)
  *   init -> node   KI_SPAWNED  id, pid (inside the sandbox)
@@ -79,6 +80,14 @@ struct ki_rec {
 };
 
 /* KI_CONFIG: x = workspace bytes, y = /tmp bytes, a = workspace inodes (0: default). */
+/* KI_READY:  a = init's pid, b = KI_PROXY_* bits: the egress proxy's listening sockets
+ * that travel with it as SCM_RIGHTS, in bit order (docs/egress-node.md); an optional
+ * KT_TEXT says why one is missing. init keeps no copy: the node serves them. */
+#define KI_PROXY_TCP  1 /* TCP on 127.0.0.1:KI_PROXY_PORT in the sandbox's netns */
+#define KI_PROXY_UNIX 2 /* unix stream socket at KI_PROXY_PATH in the sandbox's root */
+#define KI_PROXY_PORT 3128
+#define KI_PROXY_DIR  "/run/kiln"
+#define KI_PROXY_PATH "/run/kiln/proxy.sock"
 /* KI_SPAWN:  a = KI_SPAWN_* flags, b = umask. */
 #define KI_SPAWN_CGROUPNS 1 /* unshare a cgroup namespace rooted at the job's cgroup */
 /* KI_SPAWN_FAILED: a = errno, b = stage (KI_STAGE_*). */
@@ -186,6 +195,25 @@ static inline int
 ki_str_ok(const struct ki_rec *r)
 {
 	return r->len > 0 && ki_data(r)[r->len - 1] == 0;
+}
+
+/* A received datagram of n bytes (msg 8-byte aligned) is a message: a whole
+ * header whose len says exactly what arrived (a truncated one does not). */
+static inline int
+ki_msg_ok(const uint8_t *msg, size_t n)
+{
+	return n >= sizeof(struct ki_hdr) && ((const struct ki_hdr *)msg)->len == n;
+}
+
+/* The detail text of a KI_ERROR or KI_SPAWN_FAILED message (a checked
+ * message of len bytes): its first record when that is a NUL-terminated
+ * KT_TEXT, else fallback. Points into msg. */
+static inline const char *
+ki_text(const uint8_t *msg, uint32_t len, const char *fallback)
+{
+	uint32_t off = sizeof(struct ki_hdr);
+	const struct ki_rec *r = ki_next(msg, len, &off);
+	return r && r->tag == KT_TEXT && ki_str_ok(r) ? ki_data(r) : fallback;
 }
 
 #endif

@@ -270,16 +270,14 @@ static void
 on_ctl_msg(sandbox *sb, uint32_t len)
 {
 	const struct ki_hdr *h = (const struct ki_hdr *)sb->rbuf;
-	if (len < sizeof *h || h->len != len) {
+	if (!ki_msg_ok(sb->rbuf, len)) {
 		KL_LOG(KL_WARN, NODE_COMPONENT, "sandbox pid=%d sent a malformed message",
 		       (int)sb->pid);
 		return;
 	}
 	if (h->type == KI_ERROR) {
-		uint32_t off = sizeof *h;
-		const struct ki_rec *r = ki_next(sb->rbuf, len, &off);
 		KL_LOG(KL_ERROR, NODE_COMPONENT, "sandbox init failed: %s",
-		       r && ki_str_ok(r) ? ki_data(r) : "(no detail)");
+		       ki_text(sb->rbuf, len, "(no detail)"));
 		if (sb->state == SB_CREATING)
 			create_failed(sb);
 		return;

@@ -19,7 +19,7 @@
  * statically so it runs inside any template root.
  */
 #include "../clone3.h"
-#include "../initproto.h"
+#include "initparse.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -52,8 +52,9 @@
 #define MAX_CHILD   4096
 #define CHILD_STACK (64 * 1024)
 
-static uint8_t rbuf[KI_MAX_MSG];
-static uint8_t wbuf[KI_MAX_MSG];
+/* Aligned: messages are read and built through struct ki_hdr / ki_rec. */
+static uint8_t rbuf[KI_MAX_MSG] __attribute__((aligned(8)));
+static uint8_t wbuf[KI_MAX_MSG] __attribute__((aligned(8)));
 
 static struct sock_filter *seccomp_prog;
 static unsigned short seccomp_len;
@@ -128,7 +129,7 @@ recv_msg(int *fds, int *nfds)
 	}
 	if (n <= 0)
 		return n == 0 ? 0 : -errno;
-	if ((size_t)n < sizeof(struct ki_hdr) || ((struct ki_hdr *)rbuf)->len != (uint32_t)n)
+	if (!ki_msg_ok(rbuf, (size_t)n))
 		return -EBADMSG;
 	return (int)n;
 }
@@ -266,56 +267,44 @@ lo_up(void)
 	close(s);
 }
 
+/* One record of the mount plan, already validated (initparse.c). */
 static void
-apply_record(const struct ki_rec *r)
+apply_record(const struct ki_cfg_rec *c)
 {
-	const char *d = ki_data(r);
-	const char *d2 = d + strnlen(d, r->len) + 1;
-	if (r->tag != KT_SECCOMP && r->tag != KT_FILE && !ki_str_ok(r))
-		die(EINVAL, "malformed config record %u", r->tag);
-	switch (r->tag) {
+	switch (c->tag) {
 	case KT_HOSTNAME:
-		if (sethostname(d, strlen(d)) < 0)
+		if (sethostname(c->str, strlen(c->str)) < 0)
 			die(errno, "sethostname");
 		break;
 	case KT_DIR: {
 		char p[4096];
-		snprintf(p, sizeof p, NEWROOT "/%s", d);
+		snprintf(p, sizeof p, NEWROOT "/%s", c->str);
 		mkdir_p_file(p, 1);
 		break;
 	}
 	case KT_BIND_RO:
-		bind_ro(d, d2);
+		bind_ro(c->str, c->str2);
 		break;
 	case KT_SYMLINK: {
 		char p[4096];
-		snprintf(p, sizeof p, NEWROOT "/%s", d2);
-		if (symlink(d, p) < 0 && errno != EEXIST)
+		snprintf(p, sizeof p, NEWROOT "/%s", c->str2);
+		if (symlink(c->str, p) < 0 && errno != EEXIST)
 			die(errno, "symlink %s", p);
 		break;
 	}
-	case KT_FILE: {
-		size_t n1 = strnlen(d, r->len);
-		if (n1 >= r->len)
-			die(EINVAL, "malformed file record");
-		put_file(d, d + n1 + 1, r->len - n1 - 1);
+	case KT_FILE:
+		put_file(c->str, c->str2, c->len2);
 		break;
-	}
 	case KT_DEVICE:
-		bind_device(d);
+		bind_device(c->str);
 		break;
 	case KT_SECCOMP:
-		if (r->len % sizeof(struct sock_filter) || r->len == 0 ||
-		    r->len / sizeof(struct sock_filter) > BPF_MAXINSNS)
-			die(EINVAL, "malformed seccomp filter");
-		seccomp_prog = malloc(r->len);
+		seccomp_prog = malloc(c->nfilter * sizeof(struct sock_filter));
 		if (!seccomp_prog)
 			die(ENOMEM, "seccomp filter");
-		memcpy(seccomp_prog, d, r->len);
-		seccomp_len = (unsigned short)(r->len / sizeof(struct sock_filter));
+		memcpy(seccomp_prog, c->filter, c->nfilter * sizeof(struct sock_filter));
+		seccomp_len = (unsigned short)c->nfilter;
 		break;
-	default:
-		die(EINVAL, "unknown config record %u", r->tag);
 	}
 }
 
@@ -334,11 +323,15 @@ setup(uint32_t len)
 	mkdir_p_file(NEWROOT "/dev", 1);
 	setup_dev();
 	uint32_t off = sizeof(struct ki_hdr);
-	const struct ki_rec *r;
-	while ((r = ki_next(rbuf, len, &off)))
-		apply_record(r);
-	if (off != len)
-		die(EINVAL, "malformed config message");
+	struct ki_cfg_rec c;
+	const char *why;
+	int k;
+	while ((k = ki_config_next(rbuf, len, &off, &c, &why)) > 0)
+		apply_record(&c);
+	if (k < 0 && c.tag)
+		die(EINVAL, "%s (record type %u)", why, c.tag);
+	if (k < 0)
+		die(EINVAL, "%s", why);
 	if (h->a > 0)
 		snprintf(opts, sizeof opts, "mode=0755,size=%llu,nr_inodes=%d",
 		         (unsigned long long)h->x, h->a);
@@ -365,23 +358,7 @@ setup(uint32_t len)
 
 /* ---- spawning ---- */
 
-struct spawn {
-	char *argv[1024];
-	char *envp[1024];
-	const char *cwd;
-	const char *path; /* resolved executable */
-	struct ki_rlimit rl[16];
-	int nrl;
-	int fds[KI_MAX_FDS];
-	int32_t map[KI_MAX_FDS];
-	int nfds;
-	int cgfd;
-	int flags;
-	mode_t umask;
-	volatile int err, stage; /* written by the child (shared memory), read after vfork */
-};
-
-static struct spawn sp;
+static struct ki_spawn sp;
 static char exe_buf[4096];
 
 static int
@@ -546,73 +523,12 @@ close_spawn_fds(void)
 	sp.nfds = 0;
 }
 
-static int
-parse_spawn(uint32_t len, const int *fds, int nfds)
-{
-	const struct ki_hdr *h = (const struct ki_hdr *)rbuf;
-	int na = 0, ne = 0, nmap = 0;
-	uint32_t off = sizeof(struct ki_hdr);
-	const struct ki_rec *r;
-
-	memset(&sp, 0, sizeof sp);
-	sp.cwd = "/workspace";
-	sp.cgfd = -1;
-	sp.flags = h->a;
-	sp.umask = (mode_t)(h->b & 0777);
-	memcpy(sp.fds, fds, sizeof(int) * (size_t)nfds);
-	sp.nfds = nfds;
-	while ((r = ki_next(rbuf, len, &off))) {
-		if (r->tag == KT_FDMAP) {
-			if (r->len % 4 || r->len / 4 > KI_MAX_FDS)
-				return -EINVAL;
-			nmap = (int)(r->len / 4);
-			memcpy(sp.map, ki_data(r), r->len);
-			continue;
-		}
-		if (r->tag == KT_RLIMIT) {
-			if (r->len != sizeof(struct ki_rlimit) || sp.nrl >= 16)
-				return -EINVAL;
-			struct ki_rlimit *l = &sp.rl[sp.nrl++];
-			memcpy(l, ki_data(r), sizeof *l);
-			/* Limits can only go down: raising a hard limit needs a capability
-			 * in the host's user namespace, which the sandbox does not have. */
-			struct rlimit cur;
-			if (getrlimit((int)l->resource, &cur) == 0) {
-				if (cur.rlim_max != RLIM_INFINITY && l->max > cur.rlim_max)
-					l->max = cur.rlim_max;
-				if (l->cur > l->max)
-					l->cur = l->max;
-			}
-			continue;
-		}
-		if (!ki_str_ok(r))
-			return -EINVAL;
-		if (r->tag == KT_ARG && na < 1023)
-			sp.argv[na++] = (char *)ki_data(r);
-		else if (r->tag == KT_ENV && ne < 1023)
-			sp.envp[ne++] = (char *)ki_data(r);
-		else if (r->tag == KT_CWD)
-			sp.cwd = ki_data(r);
-		else
-			return -E2BIG;
-	}
-	if (off != len || na == 0 || nmap != nfds)
-		return -EINVAL;
-	for (int i = 0; i < nfds; i++) {
-		if (sp.map[i] == -1)
-			sp.cgfd = fds[i];
-		else if (sp.map[i] < 0 || sp.map[i] >= 1000)
-			return -EINVAL;
-	}
-	return 0;
-}
-
 static void
 do_spawn(uint32_t len, const int *fds, int nfds)
 {
 	static char *stack;
 	uint64_t id = ((const struct ki_hdr *)rbuf)->id;
-	int r = parse_spawn(len, fds, nfds);
+	int r = ki_parse_spawn(rbuf, len, fds, nfds, &sp);
 	if (r < 0) {
 		close_spawn_fds();
 		send_msg(KI_SPAWN_FAILED, id, -r, KI_STAGE_SETUP, 0, 0, 0,

@@ -37,8 +37,10 @@ kt_cluster_init(kt_cluster *c, const char *extra_ini)
 	*strrchr(c->bindir, '/') = 0;
 	snprintf(c->dir, sizeof c->dir, "/tmp/kiln-cluster-XXXXXX");
 	ASSERT(mkdtemp(c->dir) != NULL);
-	/* Ports from the pid: parallel tests do not collide. */
-	c->node_port = 20000 + (getpid() * 2) % 20000;
+	/* Ports from the pid: parallel tests do not collide; a second cluster in
+	 * the same process sits half the range away. */
+	static int instances;
+	c->node_port = 20000 + (getpid() * 2 + instances++ * 10000) % 20000;
 	c->client_port = c->node_port + 1;
 	snprintf(c->node_url, sizeof c->node_url, "tcp://127.0.0.1:%d", c->node_port);
 	snprintf(c->client_url, sizeof c->client_url, "tcp://127.0.0.1:%d", c->client_port);
@@ -46,32 +48,32 @@ kt_cluster_init(kt_cluster *c, const char *extra_ini)
 	snprintf(path, sizeof path, "%s/join.token", c->dir);
 	write_file(path, KT_JOIN "\n");
 	snprintf(ini, sizeof ini,
-		 "[scheduler]\n"
-		 "node_url = %s\n"
-		 "client_url = %s\n"
-		 "join_token_file = %s/join.token\n"
-		 "admin_token = " KT_ADMIN "\n"
-		 "[tenant alpha]\n"
-		 "token = " KT_ALPHA "\n"
-		 "weight = 1\n"
-		 "max_sessions = 2000\n"
-		 "max_inflight = 2000\n"
-		 "rate = 0\n"
-		 "[tenant beta]\n"
-		 "token = " KT_BETA "\n"
-		 "weight = 3\n"
-		 "max_sessions = 2000\n"
-		 "max_inflight = 2000\n"
-		 "rate = 0\n"
-		 "[tenant small]\n"
-		 "token = " KT_SMALL "\n"
-		 "max_sessions = 2\n"
-		 "max_inflight = 2\n"
-		 "rate = 5\n"
-		 "burst = 5\n"
-		 "max_memory = 1G\n"
-		 "%s",
-		 c->node_url, c->client_url, c->dir, extra_ini ? extra_ini : "");
+	         "[scheduler]\n"
+	         "node_url = %s\n"
+	         "client_url = %s\n"
+	         "join_token_file = %s/join.token\n"
+	         "admin_token = " KT_ADMIN "\n"
+	         "[tenant alpha]\n"
+	         "token = " KT_ALPHA "\n"
+	         "weight = 1\n"
+	         "max_sessions = 2000\n"
+	         "max_inflight = 2000\n"
+	         "rate = 0\n"
+	         "[tenant beta]\n"
+	         "token = " KT_BETA "\n"
+	         "weight = 3\n"
+	         "max_sessions = 2000\n"
+	         "max_inflight = 2000\n"
+	         "rate = 0\n"
+	         "[tenant small]\n"
+	         "token = " KT_SMALL "\n"
+	         "max_sessions = 2\n"
+	         "max_inflight = 2\n"
+	         "rate = 5\n"
+	         "burst = 5\n"
+	         "max_memory = 1G\n"
+	         "%s",
+	         c->node_url, c->client_url, c->dir, extra_ini ? extra_ini : "");
 	snprintf(path, sizeof path, "%s/kiln.ini", c->dir);
 	write_file(path, ini);
 }
@@ -127,8 +129,9 @@ kt_cluster_spawn_node(kt_cluster *c, const char *name, const char *const *extra,
 	char exe[4200], tok[512];
 	snprintf(exe, sizeof exe, "%s/kiln-node", c->bindir);
 	snprintf(tok, sizeof tok, "%s/join.token", c->dir);
-	const char *argv[64] = {exe, "--scheduler", c->node_url, "--token-file", tok, "--name", name,
-				"--allow-unenforced-limits", "--log", "debug", "--grace-ms", "1000"};
+	const char *argv[64] = {exe,     "--scheduler", c->node_url,  "--token-file",
+	                        tok,     "--name",      name,         "--allow-unenforced-limits",
+	                        "--log", "debug",       "--grace-ms", "1000"};
 	int n = 12;
 	for (int i = 0; extra && extra[i] && n < 62; i++)
 		argv[n++] = extra[i];
@@ -136,17 +139,59 @@ kt_cluster_spawn_node(kt_cluster *c, const char *name, const char *const *extra,
 	return kt_spawn(argv, log);
 }
 
+void
+kt_cluster_kill_sched(kt_cluster *c, int sig)
+{
+	ASSERT_GT(c->sched, 0);
+	ASSERT_EQ(kill(c->sched, sig), 0);
+	if (sig != SIGKILL)
+		return;
+	ASSERT(kt_wait_pid(c->sched, 10000) != -1);
+	c->sched = 0;
+}
+
 int
 kt_cluster_add_node(kt_cluster *c, const char *const *extra)
 {
 	ASSERT_LT(c->nnodes, KT_MAX_NODES);
 	int i = c->nnodes++;
-	char log[512];
 	snprintf(c->names[i], sizeof c->names[i], "kt%d-n%d", (int)getpid(), i);
-	snprintf(log, sizeof log, "%s/node-%d.log", c->dir, i);
-	c->nodes[i] = kt_cluster_spawn_node(c, c->names[i], extra, log);
+	for (int k = 0; extra && extra[k]; k++) {
+		ASSERT_LT(k, 23);
+		c->extra[i][k] = strdup(extra[k]);
+	}
+	kt_cluster_restart_node(c, i);
 	kt_cluster_wait_nodes(c, c->nnodes);
 	return i;
+}
+
+void
+kt_cluster_restart_node(kt_cluster *c, int i)
+{
+	char log[512];
+	ASSERT_EQ(c->nodes[i], 0);
+	snprintf(log, sizeof log, "%s/node-%d.log", c->dir, i);
+	c->nodes[i] = kt_cluster_spawn_node(c, c->names[i], (const char *const *)c->extra[i], log);
+}
+
+void
+kt_cluster_kill_node(kt_cluster *c, int i, int sig)
+{
+	ASSERT_GT(c->nodes[i], 0);
+	ASSERT_EQ(kill(c->nodes[i], sig), 0);
+	if (sig != SIGKILL)
+		return;
+	ASSERT(kt_wait_pid(c->nodes[i], 10000) != -1);
+	c->nodes[i] = 0;
+}
+
+int
+kt_cluster_node_index(kt_cluster *c, const char *id)
+{
+	for (int i = 0; i < c->nnodes; i++)
+		if (!strcmp(c->names[i], id))
+			return i;
+	return -1;
 }
 
 void
@@ -193,11 +238,10 @@ kt_cluster_client(kt_cluster *c, const char *token)
 	return k;
 }
 
-int
-kt_cluster_log_count(kt_cluster *c, int i, const char *needle)
+static int
+file_count(const char *path, const char *needle)
 {
-	char path[512], line[4096];
-	snprintf(path, sizeof path, "%s/node-%d.log", c->dir, i);
+	char line[4096];
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return 0;
@@ -206,6 +250,22 @@ kt_cluster_log_count(kt_cluster *c, int i, const char *needle)
 		n += strstr(line, needle) != NULL;
 	fclose(f);
 	return n;
+}
+
+int
+kt_cluster_log_count(kt_cluster *c, int i, const char *needle)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/node-%d.log", c->dir, i);
+	return file_count(path, needle);
+}
+
+int
+kt_cluster_sched_log_count(kt_cluster *c, const char *needle)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/scheduler.log", c->dir);
+	return file_count(path, needle);
 }
 
 int
@@ -255,6 +315,9 @@ kt_cluster_stop(kt_cluster *c)
 		if (kt_wait_pid(c->sched, 15000) == -1)
 			kill(c->sched, SIGKILL);
 	}
+	for (int i = 0; i < c->nnodes; i++)
+		for (int k = 0; c->extra[i][k]; k++)
+			free(c->extra[i][k]);
 	if (!getenv("KILN_KEEP_LOGS")) {
 		char cmd[600];
 		snprintf(cmd, sizeof cmd, "rm -rf '%s'", c->dir);
