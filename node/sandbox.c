@@ -255,6 +255,9 @@ on_ready(sandbox *sb)
 	sb->state = SB_IDLE;
 	sb->t_idle_ns = kl_now_ns();
 	pool_sandbox_ready(sb);
+	/* A creation slot just freed: refill now rather than at the next tick, so
+	 * the refill rate is bound by the CPUs, not by the tick. */
+	pool_tick(sb->n);
 }
 
 static void

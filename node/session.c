@@ -269,8 +269,9 @@ session_open(node *n, Kiln__SessionOpen *o, node_reply_fn *fn, void *arg)
 	if (sb) {
 		s->warm = true;
 		n->warm_claims++;
+		/* No refill here: creating the replacement now would compete with the
+		 * session's first call for the CPUs. The next tick (<= 50 ms) starts it. */
 		session_claim_ready(s, sb);
-		pool_tick(n);
 		return;
 	}
 	if (!n->cfg.cold_start) {

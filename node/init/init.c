@@ -5,8 +5,10 @@
  * with the control socket on fd 3. It waits for KI_CONFIG (sent once the node
  * has written the uid/gid maps), builds the sandbox's root (tmpfs root,
  * read-only binds of the base image, /workspace and /tmp tmpfs with size
- * caps, minimal /dev, its own /proc), pivot_roots into it, brings lo up, and
- * answers KI_READY. From then on it spawns tool processes on request
+ * caps, minimal /dev, its own /proc), pivot_roots into it, brings lo up,
+ * creates the egress proxy's listening sockets (127.0.0.1:3128 and
+ * /run/kiln/proxy.sock, served by the node: docs/egress-node.md), and
+ * answers KI_READY with them. From then on it spawns tool processes on request
  * (clone3 CLONE_VM|CLONE_VFORK|CLONE_INTO_CGROUP: no page-table copy), reaps
  * every child and orphan (PR_SET_CHILD_SUBREAPER is implicit for pid 1), and
  * reports exits. It exits when the control socket closes, which takes the
@@ -29,6 +31,7 @@
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -44,6 +47,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -267,6 +271,110 @@ lo_up(void)
 	close(s);
 }
 
+/* ---- the egress proxy's listeners ---- */
+
+/* Created here, in the sandbox's own network namespace and root, and handed
+ * to the node with KI_READY (the node accepts on them and speaks the proxy
+ * protocol itself): no helper process runs in the sandbox. */
+static int proxy_fd[2] = {-1, -1}; /* KI_PROXY_TCP, KI_PROXY_UNIX */
+static char proxy_why[256];
+
+/* After pivot_root, while the root is still writable. Best effort: a template
+ * whose /run cannot hold the socket still starts, with TCP only (the reason
+ * goes to the node in KI_READY). */
+static void
+proxy_unix(void)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	const char *step;
+	int covered = 0;
+	mkdir("/run", 0755);
+	if (mkdir(KI_PROXY_DIR, 0755) < 0 && errno == EROFS) {
+		/* The template's own /run is a read-only bind: cover it. */
+		covered = mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		                "mode=0755,size=65536") == 0;
+		mkdir(KI_PROXY_DIR, 0755);
+	}
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	strcpy(a.sun_path, KI_PROXY_PATH);
+	if (s < 0)
+		step = "socket";
+	else if (bind(s, (struct sockaddr *)&a, sizeof a) < 0)
+		step = "bind " KI_PROXY_PATH;
+	else if (chmod(KI_PROXY_PATH, 0666) < 0)
+		step = "chmod " KI_PROXY_PATH;
+	else if (listen(s, 128) < 0)
+		step = "listen";
+	else
+		step = NULL;
+	if (step) {
+		snprintf(proxy_why, sizeof proxy_why, "egress proxy unix socket: %s: %s", step,
+		         strerror(errno));
+		if (s >= 0)
+			close(s);
+		return;
+	}
+	proxy_fd[1] = s;
+	if (covered) /* read-only like the rest of the root */
+		set_attr("/run", MOUNT_ATTR_RDONLY, 0);
+}
+
+/* After lo is up. The sandbox's netns is fresh, so this cannot collide. */
+static void
+proxy_tcp(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(KI_PROXY_PORT)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		die(errno, "egress proxy socket");
+	if (bind(s, (struct sockaddr *)&a, sizeof a) < 0)
+		die(errno, "egress proxy bind 127.0.0.1:%d", KI_PROXY_PORT);
+	if (listen(s, 128) < 0)
+		die(errno, "egress proxy listen");
+	proxy_fd[0] = s;
+}
+
+/* KI_READY, with the listeners as SCM_RIGHTS; init closes its copies. */
+static void
+send_ready(void)
+{
+	ki_buf m;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 2)];
+		struct cmsghdr align;
+	} cm;
+	int fds[2], nfds = 0, bits = 0;
+	for (int i = 0; i < 2; i++)
+		if (proxy_fd[i] >= 0) {
+			fds[nfds++] = proxy_fd[i];
+			bits |= i == 0 ? KI_PROXY_TCP : KI_PROXY_UNIX;
+		}
+	ki_begin(&m, wbuf, sizeof wbuf, KI_READY, 0);
+	ki_hdr(&m)->a = getpid();
+	ki_hdr(&m)->b = bits;
+	if (proxy_why[0])
+		ki_put_str(&m, KT_TEXT, proxy_why);
+	struct iovec iov = {wbuf, ki_end(&m)};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (nfds) {
+		mh.msg_control = cm.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	while (sendmsg(CTL_FD, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+	for (int i = 0; i < 2; i++)
+		if (proxy_fd[i] >= 0) {
+			close(proxy_fd[i]);
+			proxy_fd[i] = -1;
+		}
+}
+
 /* One record of the mount plan, already validated (initparse.c). */
 static void
 apply_record(const struct ki_cfg_rec *c)
@@ -350,9 +458,11 @@ setup(uint32_t len)
 		die(errno, "detach old root");
 	if (chdir("/") < 0)
 		die(errno, "chdir /");
+	proxy_unix();
 	/* The root itself becomes read-only; /workspace, /tmp, /dev/shm stay writable. */
 	set_attr("/", MOUNT_ATTR_RDONLY, 0);
 	lo_up();
+	proxy_tcp();
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
@@ -399,6 +509,10 @@ resolve_exe(const char *name, char **envp)
 		return 127;         \
 	} while (0)
 
+/* Highest capability this kernel knows (read once at start): dropping
+ * beyond it only costs failing prctl calls in every spawn. */
+static int cap_last = 63;
+
 static int
 child_caps(void)
 {
@@ -410,7 +524,7 @@ child_caps(void)
 	            0, 0, 0);
 	if (r < 0)
 		return (int)r;
-	for (int c = 0; c <= 63; c++) {
+	for (int c = 0; c <= cap_last; c++) {
 		r = kl_sys5(SYS_prctl, PR_CAPBSET_DROP, c, 0, 0, 0);
 		if (r < 0 && r != -EINVAL)
 			return (int)r;
@@ -618,6 +732,13 @@ main(void)
 	 * not inherit that (`yes | head` would print "Broken pipe"). */
 	for (int sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
+	int fd = open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		char b[16] = "";
+		if (read(fd, b, sizeof b - 1) > 0 && atoi(b) > 0 && atoi(b) < 64)
+			cap_last = atoi(b);
+		close(fd);
+	}
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_SETMASK, &mask, NULL);
@@ -631,7 +752,7 @@ main(void)
 	if (n <= 0)
 		_exit(n == 0 ? 0 : 1);
 	setup((uint32_t)n);
-	send_msg(KI_READY, 0, getpid(), 0, 0, 0, 0, NULL);
+	send_ready();
 
 	struct pollfd pf[2] = {{CTL_FD, POLLIN, 0}, {sfd, POLLIN, 0}};
 	for (;;) {

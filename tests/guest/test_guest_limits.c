@@ -14,6 +14,7 @@
 #include "test.h"
 
 #include "kl_clock.h"
+#include "kl_proto.h"
 #include "kt_node.h"
 
 #include <errno.h>
