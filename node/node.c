@@ -187,7 +187,8 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 	if (r > 0)
 		KL_LOG(KL_WARN, NODE_COMPONENT,
 		       "removed %d cgroups (and their processes) left by a previous run", r);
-	if ((r = node_seccomp_build(&n->seccomp, &n->seccomp_len)) < 0) {
+	if ((r = node_seccomp_build(&n->seccomp, &n->seccomp_len)) < 0 ||
+	    (r = node_seccomp_build_child(&n->seccomp_child, &n->seccomp_child_len)) < 0) {
 		snprintf(err, errlen, "building the seccomp filter failed: %s", strerror(-r));
 		goto fail;
 	}
@@ -602,6 +603,7 @@ node_free(node *n)
 		cg_tree_destroy(&n->cg);
 	free(n->uid_used);
 	free(n->seccomp);
+	free(n->seccomp_child);
 	pthread_mutex_destroy(&n->stats_mu);
 	free(n);
 }

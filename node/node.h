@@ -61,6 +61,16 @@ typedef struct node_config {
 	int ntemplates;
 	node_template_cfg templates[NODE_MAX_TEMPLATES];
 	const char *const *etc_entries; /* /etc entries bound into "host" roots (NULL: default) */
+	/* Sandbox egress (docs/egress-node.md). egress_url: the gateway's egress
+	 * address, "tcp://host:port" or "host:port", resolved once at node_new; NULL:
+	 * egress is disabled and every sandbox's proxy answers 403. egress_token: sent
+	 * to the gateway to authenticate this node (the cluster join token). Strings
+	 * are copied or resolved by node_new. Bounds: 0 takes the default. */
+	const char *egress_url;
+	const char *egress_token;
+	uint32_t egress_max_conns;       /* proxy connections per node (1024) */
+	uint32_t egress_max_per_session; /* per session (64); more are answered 429 */
+	uint32_t egress_idle_ms;         /* an idle tunnel is closed after (300000) */
 } node_config;
 
 /* Sensible defaults: one "default" template on the host base, target 4. */
@@ -111,6 +121,14 @@ typedef struct node_stats {
 	int ntemplates;
 	node_template_stats templates[NODE_MAX_TEMPLATES];
 	bool stopping;
+	/* Sandbox egress, node side (the gateway keeps the audit record). */
+	bool egress_enabled;
+	uint32_t egress_active;    /* proxy connections open now */
+	uint64_t egress_accepted;  /* proxy connections accepted */
+	uint64_t egress_tunnels;   /* of which the gateway let through */
+	uint64_t egress_refused;   /* ended without a tunnel (refused, malformed, over a cap) */
+	uint64_t egress_bytes_up;  /* relayed sandbox -> gateway, closed connections */
+	uint64_t egress_bytes_down; /* gateway -> sandbox */
 } node_stats;
 /* A snapshot (any thread). */
 void node_get_stats(node *n, node_stats *st);

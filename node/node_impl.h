@@ -13,9 +13,11 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "cgroup.h"
+#include "egress.h"
 #include "fstools.h"
 #include "initproto.h"
 #include "kl_list.h"
@@ -78,6 +80,15 @@ struct sandbox {
 	int sessfd, initfd; /* cgroup dirs tenants/<t>/<session>, .../init */
 	struct tenant *tenant;
 	uint64_t resize_id;
+	/* egress proxy listeners from KI_READY (TCP, unix; -1: none), until the
+	 * session's proxy takes them (egress.c) */
+	int proxy_fd[2];
+	struct msghdr ctl_mh; /* control receive: SCM_RIGHTS arrive with KI_READY */
+	struct iovec ctl_iov;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * KI_MAX_FDS)];
+		struct cmsghdr align;
+	} ctl_cm;
 };
 
 /* ---- tenants' cgroup dirs (session.c) ---- */
@@ -143,6 +154,7 @@ struct session {
 	node_reply_fn *close_fn;
 	void *close_arg;
 	int pending_ops;
+	egress_sess *egress; /* its proxy, while open (egress.c) */
 };
 
 /* ---- mailbox items (node.c) ---- */
@@ -244,6 +256,8 @@ struct node {
 	int ntmpl;
 	uint8_t *seccomp;
 	size_t seccomp_len;
+	uint8_t *seccomp_child; /* the per-process add-on (clone3) */
+	size_t seccomp_child_len;
 	int init_fd;
 	int proc_fd; /* /proc */
 	/* host uid allocation */
@@ -264,6 +278,7 @@ struct node {
 	uint64_t tokens_ns;
 	kl_list graveyard;
 	/* lifecycle */
+	node_egress *egress; /* sandbox egress proxy (egress.c) */
 	bool stopping, stopped;
 	uint64_t stop_deadline_ns;
 	volatile int stop_requested;

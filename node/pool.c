@@ -151,6 +151,7 @@ build_plan(node *n, tmpl *t, char *err, size_t errlen)
 	for (int i = 0; devices[i]; i++)
 		ki_put_str(&m, KT_DEVICE, devices[i]);
 	ki_put(&m, KT_SECCOMP, n->seccomp, (uint32_t)n->seccomp_len, NULL, 0);
+	ki_put(&m, KT_SECCOMP_CHILD, n->seccomp_child, (uint32_t)n->seccomp_child_len, NULL, 0);
 	if (m.overflow) {
 		snprintf(err, errlen, "template %s: mount plan too large", t->cfg.name);
 		return -E2BIG;

@@ -70,7 +70,6 @@ const char *const node_seccomp_denied[] = {
         "vhangup",
         "fanotify_init",
         "chroot",
-        "unshare",
         "personality",
         "set_mempolicy",
         "mbind",
@@ -83,7 +82,7 @@ const char *const node_seccomp_denied[] = {
 };
 
 static const char *const enosys[] = {"io_uring_setup", "io_uring_enter", "io_uring_register",
-                                     "clone3", NULL};
+                                     NULL};
 
 static int
 deny_list(scmp_filter_ctx ctx, const char *const *names, uint32_t action)
@@ -104,9 +103,14 @@ deny_args(scmp_filter_ctx ctx)
 {
 	const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
 	int r = 0;
-	/* unshare is denied outright above; clone only with CLONE_NEWUSER. */
+	/* clone only with CLONE_NEWUSER. unshare: everything but exactly
+	 * CLONE_NEWCGROUP, which init's spawn children use (with a capability tool
+	 * processes no longer have: for them the kernel refuses it too). NE on the
+	 * whole register, so CLONE_NEWCGROUP | 1 << 32 is denied as well. */
 	r |= seccomp_rule_add(ctx, eperm, SCMP_SYS(clone), 1,
 	                      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
+	r |= seccomp_rule_add(ctx, eperm, SCMP_SYS(unshare), 1,
+	                      SCMP_A0(SCMP_CMP_NE, CLONE_NEWCGROUP));
 	/* SCMP_CMP_EQ on the whole register let AF_NETLINK | 1 << 32 through. */
 	static const int families[] = {AF_NETLINK, AF_PACKET, AF_VSOCK};
 	for (size_t i = 0; i < KL_ARRAY_SIZE(families); i++) {
@@ -125,32 +129,17 @@ deny_args(scmp_filter_ctx ctx)
 	return r ? -EINVAL : 0;
 }
 
-int
-node_seccomp_build(uint8_t **ret, size_t *ret_len)
+/* libseccomp 2.5 exports to an fd only: go through a memfd. Releases ctx. */
+static int
+export_bpf(scmp_filter_ctx ctx, uint8_t **ret, size_t *ret_len)
 {
-	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-	if (!ctx)
-		return -ENOMEM;
-	/* Other ABIs are not added, so their calls hit the bad-arch action: kill. */
-	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-	if (r == 0)
-		r = deny_list(ctx, node_seccomp_denied, SCMP_ACT_ERRNO(EPERM));
-	if (r == 0)
-		r = deny_list(ctx, enosys, SCMP_ACT_ERRNO(ENOSYS));
-	if (r == 0)
-		r = deny_args(ctx);
-	if (r < 0) {
-		seccomp_release(ctx);
-		return r;
-	}
-	/* libseccomp 2.5 exports to an fd only: go through a memfd. */
 	int fd = memfd_create("kiln-seccomp", MFD_CLOEXEC);
 	if (fd < 0) {
-		r = -errno;
+		int e = -errno;
 		seccomp_release(ctx);
-		return r;
+		return e;
 	}
-	r = seccomp_export_bpf(ctx, fd);
+	int r = seccomp_export_bpf(ctx, fd);
 	seccomp_release(ctx);
 	if (r < 0) {
 		close(fd);
@@ -166,4 +155,48 @@ node_seccomp_build(uint8_t **ret, size_t *ret_len)
 	*ret = (uint8_t *)buf;
 	*ret_len = len;
 	return 0;
+}
+
+static scmp_filter_ctx
+new_ctx(void)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	/* Other ABIs are not added, so their calls hit the bad-arch action: kill. */
+	if (ctx && seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) < 0) {
+		seccomp_release(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+int
+node_seccomp_build(uint8_t **ret, size_t *ret_len)
+{
+	scmp_filter_ctx ctx = new_ctx();
+	if (!ctx)
+		return -ENOMEM;
+	int r = deny_list(ctx, node_seccomp_denied, SCMP_ACT_ERRNO(EPERM));
+	if (r == 0)
+		r = deny_list(ctx, enosys, SCMP_ACT_ERRNO(ENOSYS));
+	if (r == 0)
+		r = deny_args(ctx);
+	if (r < 0) {
+		seccomp_release(ctx);
+		return r;
+	}
+	return export_bpf(ctx, ret, ret_len);
+}
+
+int
+node_seccomp_build_child(uint8_t **ret, size_t *ret_len)
+{
+	scmp_filter_ctx ctx = new_ctx();
+	if (!ctx)
+		return -ENOMEM;
+	int r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+	if (r < 0) {
+		seccomp_release(ctx);
+		return r;
+	}
+	return export_bpf(ctx, ret, ret_len);
 }

@@ -62,6 +62,10 @@ static uint8_t wbuf[KI_MAX_MSG] __attribute__((aligned(8)));
 
 static struct sock_filter *seccomp_prog;
 static unsigned short seccomp_len;
+/* Added by each tool process; the sandbox filter above is inherited from init. */
+static struct sock_filter *child_prog;
+static unsigned short child_len;
+static int sealed;
 
 /* Spawned processes we report on, by pid. Orphans are reaped silently. */
 static struct {
@@ -407,12 +411,20 @@ apply_record(const struct ki_cfg_rec *c)
 		bind_device(c->str);
 		break;
 	case KT_SECCOMP:
-		seccomp_prog = malloc(c->nfilter * sizeof(struct sock_filter));
-		if (!seccomp_prog)
+	case KT_SECCOMP_CHILD: {
+		struct sock_filter *f = malloc(c->nfilter * sizeof(struct sock_filter));
+		if (!f)
 			die(ENOMEM, "seccomp filter");
-		memcpy(seccomp_prog, c->filter, c->nfilter * sizeof(struct sock_filter));
-		seccomp_len = (unsigned short)c->nfilter;
+		memcpy(f, c->filter, c->nfilter * sizeof(struct sock_filter));
+		if (c->tag == KT_SECCOMP) {
+			seccomp_prog = f;
+			seccomp_len = (unsigned short)c->nfilter;
+		} else {
+			child_prog = f;
+			child_len = (unsigned short)c->nfilter;
+		}
 		break;
+	}
 	}
 }
 
@@ -619,8 +631,8 @@ spawn_child(void *unused)
 	}
 	if ((r = child_caps()) < 0)
 		CHILD_FAIL(KI_STAGE_SETUP, r);
-	if (seccomp_prog) {
-		struct sock_fprog prog = {seccomp_len, seccomp_prog};
+	if (child_prog) {
+		struct sock_fprog prog = {child_len, child_prog};
 		r = kl_sys3(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
 		if (r < 0)
 			CHILD_FAIL(KI_STAGE_SETUP, r);
@@ -642,6 +654,15 @@ do_spawn(uint32_t len, const int *fds, int nfds)
 {
 	static char *stack;
 	uint64_t id = ((const struct ki_hdr *)rbuf)->id;
+	/* Seal init with the sandbox filter before it runs tenant code: every tool
+	 * process inherits it, so none compiles it again. Init needs nothing the
+	 * filter denies after the claim (the workspace resize comes before). */
+	if (!sealed && seccomp_prog) {
+		struct sock_fprog prog = {seccomp_len, seccomp_prog};
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+			die(errno, "installing the sandbox's seccomp filter");
+		sealed = 1;
+	}
 	int r = ki_parse_spawn(rbuf, len, fds, nfds, &sp);
 	if (r < 0) {
 		close_spawn_fds();

@@ -30,6 +30,7 @@ ki_config_next(const uint8_t *msg, uint32_t len, uint32_t *off, struct ki_cfg_re
 	rec->tag = r->tag;
 	switch (r->tag) {
 	case KT_SECCOMP:
+	case KT_SECCOMP_CHILD:
 		if (r->len % sizeof(struct sock_filter) || r->len == 0 ||
 		    r->len / sizeof(struct sock_filter) > BPF_MAXINSNS)
 			return cfg_bad(why, "malformed seccomp filter");

@@ -66,7 +66,7 @@ config_walk(const uint8_t *msg, uint32_t len, struct cfg_walk *w)
 		uint32_t lo = prev + (uint32_t)sizeof(struct ki_rec);
 		FZ_CHECK(off > prev && off <= len && off % 8 == 0, "offset %u after %u (len %u)",
 		         off, prev, len);
-		if (c->tag == KT_SECCOMP) {
+		if (c->filter) { /* KT_SECCOMP and its kin */
 			FZ_CHECK(c->nfilter >= 1 && c->nfilter <= BPF_MAXINSNS, "%u insns",
 			         c->nfilter);
 			FZ_CHECK(inside(msg, lo, off, c->filter,
@@ -98,7 +98,7 @@ config_rebuild_check(const uint8_t *msg, const struct cfg_walk *w)
 	ki_begin(&b, rebuilt, sizeof rebuilt, KI_CONFIG, ((const struct ki_hdr *)msg)->id);
 	for (int i = 0; i < w->n; i++) {
 		const struct ki_cfg_rec *c = &w->rec[i];
-		if (c->tag == KT_SECCOMP)
+		if (c->filter)
 			ki_put(&b, c->tag, c->filter, c->nfilter * sizeof(struct sock_filter), NULL,
 			       0);
 		else if (c->tag == KT_FILE)
