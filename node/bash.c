@@ -344,6 +344,7 @@ bash_start(call *c)
 	memset(&st, 0, sizeof st);
 	cg_read_stats(sh->leaf_fd, &st);
 	sh->cpu_before = st.cpu_usec;
+	sh->oom_before = st.oom_kills;
 	c->shell_ref = sh;
 	node_ref_get(&sh->ref);
 	if (ftruncate(sh->memfd, 0) < 0)
@@ -379,7 +380,8 @@ bash_result(call *c, Kiln__ToolResult *r, char *msg, size_t msglen)
 		cg_read_stats(sh->leaf_fd, &st);
 	r->cpu_usec = st.cpu_usec >= sh->cpu_before ? st.cpu_usec - sh->cpu_before : 0;
 	r->peak_memory_bytes = st.mem_peak;
-	r->oom_killed = st.oom_kills > 0;
+	/* The leaf lives as long as the shell: only this call's kills count. */
+	r->oom_killed = st.oom_kills > sh->oom_before;
 	/* The output, prefixed like the reference tool when its head was lost. */
 	kl_tail *t = &sh->tail;
 	bool trunc = kl_tail_truncated(t);

@@ -466,10 +466,13 @@ call_spawn(call *c, session *s, const char *const *argv, const char *const *extr
 	ki_hdr(&m)->b = 022;
 	for (int i = 0; argv[i]; i++)
 		ki_put_str(&m, KT_ARG, argv[i]);
-	const char *const *layers[3] = {base_env, (const char *const *)s->env, extra_env};
-	for (int L = 0; L < 3; L++)
+	/* The egress proxy's variables sit under the session's own, which may
+	 * override them (to extend NO_PROXY, say). */
+	const char *const *layers[4] = {base_env, egress_env(s), (const char *const *)s->env,
+	                                extra_env};
+	for (int L = 0; L < 4; L++)
 		for (int i = 0; layers[L] && layers[L][i]; i++)
-			if (!env_overridden(layers[L][i], layers + L + 1, 2 - L))
+			if (!env_overridden(layers[L][i], layers + L + 1, 3 - L))
 				ki_put_str(&m, KT_ENV, layers[L][i]);
 	if (c && c->tc->tool_case == KILN__TOOL_CALL__TOOL_EXEC && *c->tc->exec->cwd)
 		ki_put_str(&m, KT_CWD, c->tc->exec->cwd);

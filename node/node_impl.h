@@ -3,8 +3,9 @@
  * Internal structures of the node, shared by its modules: sandbox.c (create,
  * control messages, destroy), pool.c (templates, warm pools, refill),
  * session.c (open/claim/close, idle TTL), call.c (exec), bash.c (the
- * persistent shell), fscall.c (file tools on the ring and on workers) and
- * node.c (lifecycle, mailbox, dispatch). Everything here runs on the loop
+ * persistent shell), fscall.c (file tools on the ring and on workers),
+ * egress.c (the sandboxes' egress proxy) and node.c (lifecycle, mailbox,
+ * dispatch). Everything here runs on the loop
  * thread unless marked otherwise.
  */
 #ifndef NODE_IMPL_H
@@ -119,7 +120,7 @@ typedef struct shell {
 	kl_tail tail; /* output since the last call ended */
 	bool out_eof, st_eof, exited, out_paused;
 	int wstatus;
-	uint64_t cpu_before;
+	uint64_t cpu_before, oom_before; /* the leaf's cpu.stat / oom_kill at the call's start */
 	int pending_status; /* -1 none; else the exit status read from the status pipe */
 	node_op drain_op;
 } shell;

@@ -203,6 +203,8 @@ sandbox_finalize(sandbox *sb)
 	kl_close(&sb->rootfd);
 	kl_close(&sb->initfd);
 	kl_close(&sb->sessfd);
+	kl_close(&sb->proxy_fd[0]);
+	kl_close(&sb->proxy_fd[1]);
 	uid_free(n, sb->uid_slot);
 	kl_list_del(&sb->all);
 	kl_list_del(&sb->link);
@@ -299,10 +301,62 @@ on_ctl_msg(sandbox *sb, uint32_t len)
 		session_on_init_msg(sb->s, h, sb->rbuf, len);
 }
 
+/* Descriptors that came with the message just received (SCM_RIGHTS). */
+static int
+ctl_fds(sandbox *sb, int *fds)
+{
+	int n = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&sb->ctl_mh); c; c = CMSG_NXTHDR(&sb->ctl_mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+			if (n < KI_MAX_FDS)
+				fds[n++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return n;
+}
+
+/* A KI_READY during setup carries the egress proxy's listeners (KI_PROXY_*
+ * bits, in order): keep them for the session's proxy. Any other descriptor
+ * is closed: nothing else from init carries one. */
+static void
+take_proxy_fds(sandbox *sb, uint32_t len, int *fds, int nfds)
+{
+	const struct ki_hdr *h = (const struct ki_hdr *)sb->rbuf;
+	int k = 0;
+	if (sb->state == SB_CREATING && ki_msg_ok(sb->rbuf, len) && h->type == KI_READY) {
+		int want = !!(h->b & KI_PROXY_TCP) + !!(h->b & KI_PROXY_UNIX);
+		if (want == nfds) {
+			if (h->b & KI_PROXY_TCP)
+				sb->proxy_fd[0] = fds[k++];
+			if (h->b & KI_PROXY_UNIX)
+				sb->proxy_fd[1] = fds[k++];
+		}
+		if (want != nfds || !(h->b & KI_PROXY_UNIX))
+			KL_LOG(KL_WARN, NODE_COMPONENT, "sandbox pid=%d: egress proxy: %s",
+			       (int)sb->pid,
+			       want != nfds ? "listener count mismatch"
+			                    : ki_text(sb->rbuf, len, "no unix socket"));
+	}
+	for (; k < nfds; k++)
+		close(fds[k]);
+}
+
 static void
 ctl_done(node_op *op, int res, uint32_t flags)
 {
 	sandbox *sb = kl_container_of(op, sandbox, ctl_op);
+	if (res > 0) {
+		int fds[KI_MAX_FDS];
+		int nfds = ctl_fds(sb, fds);
+		take_proxy_fds(sb, (uint32_t)res, fds, nfds);
+	}
 	if (res > 0 && sb->state != SB_DYING && sb->state != SB_DEAD) {
 		on_ctl_msg(sb, (uint32_t)res);
 		if (sb->state != SB_DYING && sb->state != SB_DEAD)
@@ -323,7 +377,15 @@ static void
 arm_ctl(sandbox *sb)
 {
 	struct io_uring_sqe *sqe = loop_sqe(&sb->n->loop);
-	io_uring_prep_recv(sqe, sb->ctl, sb->rbuf, sb->rcap, 0);
+	/* RECVMSG: KI_READY brings descriptors (the egress proxy's listeners). */
+	sb->ctl_iov.iov_base = sb->rbuf;
+	sb->ctl_iov.iov_len = sb->rcap;
+	sb->ctl_mh.msg_iov = &sb->ctl_iov;
+	sb->ctl_mh.msg_iovlen = 1;
+	sb->ctl_mh.msg_control = sb->ctl_cm.buf;
+	sb->ctl_mh.msg_controllen = sizeof sb->ctl_cm.buf;
+	sb->ctl_mh.msg_flags = 0;
+	io_uring_prep_recvmsg(sqe, sb->ctl, &sb->ctl_mh, MSG_CMSG_CLOEXEC);
 	loop_bind(&sb->n->loop, sqe, &sb->ctl_op, ctl_done, &sb->ref);
 }
 
@@ -432,6 +494,7 @@ sandbox_create(node *n, tmpl *t, sandbox **ret)
 	sb->gid = n->uid_base + slot;
 	sb->ctl = sv[0];
 	sb->pidfd = sb->rootfd = sb->sessfd = sb->initfd = -1;
+	sb->proxy_fd[0] = sb->proxy_fd[1] = -1;
 	sb->rcap = SB_RBUF;
 	sb->rbuf = kl_xmalloc(sb->rcap);
 	sb->stack = kl_xmalloc(CLONE_STACK);

@@ -135,6 +135,7 @@ session_reply_opened(session *s, int code, const char *msg)
 	s->open_fn = NULL;
 	if (code == KILN__CODE__OK) {
 		s->state = SS_OPEN;
+		egress_session_start(s); /* the proxy serves only open sessions */
 	} else {
 		session_unlink(s);
 		if (s->sb)
@@ -411,6 +412,7 @@ session_teardown(session *s, int code, const char *why)
 		call_finish(s->cur);
 	}
 	shell_fini(s);
+	egress_session_stop(s);
 	sandbox *sb = s->sb;
 	if (sb) {
 		tenant *t = sb->tenant;

@@ -93,7 +93,8 @@ accepted_check(const sched_config *c)
 		                 strcmp(t->token, c->admin_token),
 		         "tenant %s token", t->name);
 		FZ_CHECK(t->weight >= 1 && t->weight <= SCHED_WEIGHT_MAX && t->max_sessions >= 1 &&
-		                 t->max_inflight >= 1 && t->burst >= 1 && t->queue_limit >= 1,
+		                 t->max_inflight >= 1 && (t->burst >= 1 || !t->rate) &&
+		                 t->queue_limit >= 1,
 		         "tenant %s numbers", t->name);
 		for (int j = 0; j < i; j++)
 			FZ_CHECK(strcmp(t->name, c->tenants[j].name) &&

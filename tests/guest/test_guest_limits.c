@@ -244,7 +244,9 @@ TEST(memory_hog_is_oom_killed)
 	ASSERT_EQ(r->signal, 9);
 	ASSERT_CONTAINS(r->message, "out-of-memory");
 	ASSERT_NOT_CONTAINS(kt_out(r), "mem done");
-	ASSERT_LE(r->peak_memory_bytes, 64 * MIB);
+	/* The kernel lets a task it is killing charge a little past the
+	 * limit so it can exit: memory.peak may exceed memory.max by that. */
+	ASSERT_LE(r->peak_memory_bytes, 65 * MIB);
 	ASSERT_GE(r->peak_memory_bytes, 32 * MIB);
 	/* The session's own limit fired (oom), not the global OOM killer
 	 * (which counts oom_kill without oom). */
@@ -277,7 +279,7 @@ TEST(bash_memory_hog_is_oom_killed)
 	ASSERT_EQ(r->exit_code, 137); /* the shell survives and reports 128+SIGKILL */
 	ASSERT(r->is_error);
 	ASSERT_CONTAINS(r->message, "out-of-memory");
-	ASSERT_LE(r->peak_memory_bytes, 64 * MIB);
+	ASSERT_LE(r->peak_memory_bytes, 65 * MIB);
 	kt_free_result(r);
 	/* The same shell runs the next command, and that result says no OOM:
 	 * the kill belongs to the call that caused it. */
@@ -482,7 +484,7 @@ TEST(tenant_aggregate_memory_holds)
 	/* Together they wanted 160 MiB: the tenant's cap fired, not a session's,
 	 * and exactly one of the two was killed and says so. */
 	ASSERT_EQ(a.r->oom_killed + b->oom_killed, 1);
-	ASSERT_LE(peak, (long long)(128 * MIB));
+	ASSERT_LE(peak, (long long)(129 * MIB)); /* see memory_hog_is_oom_killed */
 	ASSERT_GE(oom, 1);
 	ASSERT_EQ(cg_num("tenants/agg/agg-a", "memory.events", "oom"), 0);
 	ASSERT_EQ(cg_num("tenants/agg/agg-b", "memory.events", "oom"), 0);
