@@ -220,6 +220,7 @@ typedef struct bench_metrics {
 	int nnodes;
 	bench_node_stat nodes[BENCH_MAX_NODES * 2];
 	double sched_cpu_s; /* scheduler (or kiln dev) process CPU in the window; -1: unknown */
+	char proc0[24];     /* what sched_cpu_s measured: "kiln-scheduler" or "kiln dev" */
 	/* machine */
 	double host_busy;   /* share of all CPUs busy in the window, 0..1; -1: unknown */
 	double load1;       /* load average at the end */
@@ -251,6 +252,7 @@ typedef struct bench_agents {
 	/* what opening them cost */
 	uint64_t opens, opens_warm, opens_cold, opens_failed;
 	kl_hist open_lat;
+	struct drv *drv; /* the last run's driver (private to bench_driver.c) */
 } bench_agents;
 
 typedef struct bench_agents_cfg {
@@ -331,7 +333,7 @@ typedef struct bench_results {
 	int capacity_run;
 	int sweep_nodes;
 	double per_node;
-	char sizing[512];
+	char sizing[1024];
 	double size_agents, size_cpm, size_nodes, size_nodes_headroom;
 	/* baselines */
 	int nrows;

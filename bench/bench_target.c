@@ -239,7 +239,7 @@ wait_ready(bench_target *t, int want, int timeout_ms, char *err, size_t errlen)
 					ready += !strcmp(st->nodes[j]->state, "ready");
 				kiln_status_free(st);
 			} else {
-				snprintf(e, sizeof e, "%s", kiln_last_error()->message);
+				snprintf(e, sizeof e, "%.200s", kiln_last_error()->message);
 			}
 			kiln_close(k);
 			if (ready >= want)
@@ -478,7 +478,7 @@ external_start(bench_target *t, char *err, size_t errlen)
 		t->ntenants = 1;
 		t->tenants[0] = dev_tenants[0];
 	}
-	snprintf(t->desc, sizeof t->desc, "external scheduler at %s", t->client_url);
+	snprintf(t->desc, sizeof t->desc, "external scheduler at %.200s", t->client_url);
 	kiln_client *k;
 	const char *tok = *t->admin_token ? t->admin_token : t->tenants[0].token;
 	int r = kiln_connect(t->client_url, tok, &k, err, errlen);

@@ -52,6 +52,8 @@ struct kl_audit {
 	char prev[HEX + 1];
 	off_t size; /* bytes of complete records: where a failed write is cut back to */
 
+	size_t recovered; /* torn bytes cut off at open */
+
 	_Atomic uint64_t written; /* records in the file (= next_seq, readable without mu) */
 	atomic_bool broken;       /* a write could not be undone or a sync failed: -EIO */
 
@@ -231,7 +233,7 @@ kl_audit_anchor_parse(const char *s, kl_audit_anchor *ret)
 		if (i >= HEX)
 			return -EINVAL;
 		a.hash[i] = (char)(colon[1 + i] >= 'A' && colon[1 + i] <= 'F' ? colon[1 + i] + 32
-		                                                                  : colon[1 + i]);
+		                                                              : colon[1 + i]);
 	}
 	if (!is_hex64(a.hash, strlen(a.hash)))
 		return -EINVAL;
@@ -279,8 +281,9 @@ check_line(const char *line, size_t len, json_t **ret, char hash[HEX + 1], char 
 	if (strcmp(hash, stored)) {
 		/* A record cut short and glued to the next one ends in the next one's hash. */
 		if (glued(line + 1, body - 1)) {
-			snprintf(why, wl, "holds the start of one record and the end of another: "
-			                  "a record was cut short here");
+			snprintf(why, wl,
+			         "holds the start of one record and the end of another: "
+			         "a record was cut short here");
 			return KL_AUDIT_MALFORMED;
 		}
 		snprintf(why, wl, "its content does not match its hash: the record was changed");
@@ -326,12 +329,12 @@ static int
 fields_body(json_t *fields, char **ret)
 {
 	static const char *const reserved[] = {"seq", "ts", "type", "prev", "hash"};
+	if (fields && !json_is_object(fields))
+		return -EINVAL;
 	if (!fields || json_object_size(fields) == 0) {
 		*ret = kl_xstrdup("");
 		return 0;
 	}
-	if (!json_is_object(fields))
-		return -EINVAL;
 	for (size_t i = 0; i < KL_ARRAY_SIZE(reserved); i++)
 		if (json_object_get(fields, reserved[i]))
 			return -EINVAL;
@@ -434,6 +437,12 @@ kl_audit_sync(kl_audit *a)
 	return a ? sync_upto(a, atomic_load(&a->written)) : -EINVAL;
 }
 
+size_t
+kl_audit_recovered_bytes(const kl_audit *a)
+{
+	return a->recovered;
+}
+
 void
 kl_audit_head(kl_audit *a, uint64_t *ret_seq, char ret_hash[KL_AUDIT_HEX_LEN + 1])
 {
@@ -458,9 +467,8 @@ kl_audit_tool_call(kl_audit *a, const char *tenant, const char *session, const c
                    json_t *extra)
 {
 	json_t *f = json_pack("{s:o, s:o, s:o, s:o, s:o, s:I}", "tenant", jstr(tenant), "session",
-	                      jstr(session), "tool", jstr(tool), "input_sha256",
-	                      jstr(input_sha256), "outcome", jstr(outcome), "duration_us",
-	                      (json_int_t)duration_us);
+	                      jstr(session), "tool", jstr(tool), "input_sha256", jstr(input_sha256),
+	                      "outcome", jstr(outcome), "duration_us", (json_int_t)duration_us);
 	if (f && extra)
 		json_object_set(f, "extra", extra);
 	return append_new(a, "tool_call", f);
@@ -483,8 +491,8 @@ int
 kl_audit_admin(kl_audit *a, const char *actor, const char *action, const char *target,
                const char *result)
 {
-	json_t *f = json_pack("{s:o, s:o, s:o, s:o}", "actor", jstr(actor), "action",
-	                      jstr(action), "target", jstr(target), "result", jstr(result));
+	json_t *f = json_pack("{s:o, s:o, s:o, s:o}", "actor", jstr(actor), "action", jstr(action),
+	                      "target", jstr(target), "result", jstr(result));
 	return append_new(a, "admin", f);
 }
 
@@ -531,9 +539,9 @@ sync_dir(const char *path)
 static int
 write_genesis(kl_audit *a)
 {
-	json_t *f = json_pack("{s:s, s:i, s:s, s:s}", "format", KL_AUDIT_FORMAT, "version",
-	                      KL_AUDIT_VERSION, "hash_alg", "sha256", "writer",
-	                      "kiln " KILN_VERSION);
+	json_t *f =
+	        json_pack("{s:s, s:i, s:s, s:s}", "format", KL_AUDIT_FORMAT, "version",
+	                  KL_AUDIT_VERSION, "hash_alg", "sha256", "writer", "kiln " KILN_VERSION);
 	a->next_seq = 0;
 	memcpy(a->prev, zero_hash, sizeof zero_hash);
 	return append_new(a, "genesis", f);
@@ -613,8 +621,7 @@ recover(kl_audit *a, size_t torn, const char *torn_hash, char *err, size_t errle
 }
 
 int
-kl_audit_open(const char *path, const kl_audit_fsync *fs, kl_audit **ret, char *err,
-              size_t errlen)
+kl_audit_open(const char *path, const kl_audit_fsync *fs, kl_audit **ret, char *err, size_t errlen)
 {
 	kl_audit_fsync every = {KL_AUDIT_FSYNC_EVERY, 0};
 	if (!fs)
@@ -627,7 +634,8 @@ kl_audit_open(const char *path, const kl_audit_fsync *fs, kl_audit **ret, char *
 		return errf(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
 		return errf(err, errlen, errno == EWOULDBLOCK ? -EBUSY : -errno,
-		            "%s: another writer has the audit log open (%s)", path, strerror(errno));
+		            "%s: another writer has the audit log open (%s)", path,
+		            strerror(errno));
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return errf(err, errlen, -errno, "%s: %s", path, strerror(errno));
@@ -661,6 +669,7 @@ kl_audit_open(const char *path, const kl_audit_fsync *fs, kl_audit **ret, char *
 		rv = resume(a, st.st_size, &torn, torn_hash, err, errlen);
 		if (rv == 0 && torn > 0)
 			rv = recover(a, torn, torn_hash, err, errlen);
+		a->recovered = torn;
 	}
 	if (rv == 0 && fs->mode != KL_AUDIT_FSYNC_NONE && (rv = kl_audit_sync(a)) < 0)
 		errf(err, errlen, rv, "%s: fsync: %s", path, strerror(-rv));
@@ -787,8 +796,8 @@ check_chain(struct vstate *v, json_t *j, const char *hash)
 		v->gap_seq = seq;
 		v->want_seq = v->pseq + 1;
 		return vfault(v, KL_AUDIT_REMOVED,
-		              "line %" PRIu64 ": seq %" PRIu64 " follows seq %" PRIu64
-		              ": %" PRIu64 " record(s) from seq %" PRIu64 " are missing",
+		              "line %" PRIu64 ": seq %" PRIu64 " follows seq %" PRIu64 ": %" PRIu64
+		              " record(s) from seq %" PRIu64 " are missing",
 		              v->line, seq, v->pseq, seq - v->pseq - 1, v->pseq + 1);
 	} else if (seq <= v->pseq) {
 		return vfault(v, KL_AUDIT_INSERTED,

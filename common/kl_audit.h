@@ -88,6 +88,9 @@ int kl_audit_append(kl_audit *a, const char *type, json_t *fields);
 /* Force pending records to stable storage now (any policy). 0 or -errno. */
 int kl_audit_sync(kl_audit *a);
 
+/* Bytes of torn tail kl_audit_open cut off (0: none), for the daemon to log. */
+size_t kl_audit_recovered_bytes(const kl_audit *a);
+
 /* The last record written: its seq and hash (hex + NUL). Thread-safe. */
 void kl_audit_head(kl_audit *a, uint64_t *ret_seq, char ret_hash[KL_AUDIT_HEX_LEN + 1]);
 
@@ -132,11 +135,11 @@ const char *kl_audit_fault_name(enum kl_audit_fault f);
 
 typedef struct kl_audit_report {
 	enum kl_audit_fault fault;
-	uint64_t bad_line;   /* 1-based line of the first bad record; 0 when intact */
-	char reason[320];    /* one sentence about it */
-	uint64_t records;    /* records verified before the first bad one (all when intact) */
-	uint64_t lines;      /* lines in the file, a torn last one included */
-	uint64_t head_seq;   /* the last verified record */
+	uint64_t bad_line; /* 1-based line of the first bad record; 0 when intact */
+	char reason[320];  /* one sentence about it */
+	uint64_t records;  /* records verified before the first bad one (all when intact) */
+	uint64_t lines;    /* lines in the file, a torn last one included */
+	uint64_t head_seq; /* the last verified record */
 	char head_hash[KL_AUDIT_HEX_LEN + 1];
 	struct {
 		char type[33];
@@ -147,8 +150,8 @@ typedef struct kl_audit_report {
 } kl_audit_report;
 
 typedef struct kl_audit_anchor {
-	uint64_t seq;                         /* a record known (e.g. shipped off-box) ... */
-	char hash[KL_AUDIT_HEX_LEN + 1];      /* ... with this hash */
+	uint64_t seq;                    /* a record known (e.g. shipped off-box) ... */
+	char hash[KL_AUDIT_HEX_LEN + 1]; /* ... with this hash */
 } kl_audit_anchor;
 
 /* Parse "SEQ:HASH" (as `kiln audit verify` prints it). 0 or -EINVAL. */

@@ -41,6 +41,14 @@ kl_env_decode(const void *buf, size_t len, size_t max, Kiln__Envelope **ret, uin
 	Kiln__Envelope *e = kiln__envelope__unpack(NULL, len, buf);
 	if (!e)
 		return -EBADMSG;
+	/* A repeated field 1 passes the peek (the first) while protobuf keeps the
+	 * last: check what was parsed too (found by fuzz_envelope). */
+	if (e->version != KL_PROTO_VERSION) {
+		if (ret_version)
+			*ret_version = e->version;
+		kiln__envelope__free_unpacked(e, NULL);
+		return -EPROTO;
+	}
 	if (e->msg_case == KILN__ENVELOPE__MSG__NOT_SET) {
 		kiln__envelope__free_unpacked(e, NULL);
 		return -EBADMSG;

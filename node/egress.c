@@ -64,8 +64,12 @@
 #define EG_NOPROXY "localhost,127.0.0.1,::1"
 
 static const char *const proxy_env[] = {
-        "HTTP_PROXY=" EG_URL,      "HTTPS_PROXY=" EG_URL,      "http_proxy=" EG_URL,
-        "https_proxy=" EG_URL,     "NO_PROXY=" EG_NOPROXY,     "no_proxy=" EG_NOPROXY,
+        "HTTP_PROXY=" EG_URL,
+        "HTTPS_PROXY=" EG_URL,
+        "http_proxy=" EG_URL,
+        "https_proxy=" EG_URL,
+        "NO_PROXY=" EG_NOPROXY,
+        "no_proxy=" EG_NOPROXY,
         NULL,
 };
 
@@ -86,11 +90,11 @@ struct egress_sess {
 	node_ref ref; /* the session's, and one per in-flight accept and connection */
 	node_egress *eg;
 	char sid[72], tenant[72];
-	int lfd[2];      /* TCP, unix listeners (owned) */
-	node_op acc[2];  /* accepts on them */
-	bool single[2];  /* the kernel lacks multishot accept */
-	bool rearm[2];   /* re-arm from the tick (after an accept error) */
-	kl_list conns;   /* its connections */
+	int lfd[2];     /* TCP, unix listeners (owned) */
+	node_op acc[2]; /* accepts on them */
+	bool single[2]; /* the kernel lacks multishot accept */
+	bool rearm[2];  /* re-arm from the tick (after an accept error) */
+	kl_list conns;  /* its connections */
 	uint32_t nconns, nrefusing;
 	bool stopped;
 };
@@ -114,7 +118,7 @@ typedef struct egress_conn {
 	bool via_unix, refusing, connect, timed_out;
 	enum ec_state state;
 	uint64_t t0_ns, deadline_ns, last_ns;
-	node_op op; /* the one op of the phases before the tunnel and after a refusal */
+	node_op op;    /* the one op of the phases before the tunnel and after a refusal */
 	uint8_t *head; /* client's request head (EG_HEAD_MAX), then gone */
 	uint32_t hlen;
 	uint8_t *gwb; /* the gateway's answer (EG_GW_MAX) */
@@ -125,7 +129,7 @@ typedef struct egress_conn {
 	uint32_t prelen;
 	char host[256];
 	uint16_t port;
-	int status; /* what the client got: 200 for a tunnel, else the refusal */
+	int status;      /* what the client got: 200 for a tunnel, else the refusal */
 	const char *end; /* why it ended (static) */
 	uint64_t up, down;
 	ec_dir dir[2]; /* [0] client -> gateway, [1] gateway -> client */
@@ -181,7 +185,7 @@ hdr_is(const char *line, size_t len, const char *name)
 static void
 hdr_value(const char *line, size_t len, const char **v, size_t *vlen)
 {
-	const char *p = memchr(line, ':', len) + 1, *e = line + len;
+	const char *p = (const char *)memchr(line, ':', len) + 1, *e = line + len;
 	while (p < e && (*p == ' ' || *p == '\t'))
 		p++;
 	while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
@@ -246,7 +250,7 @@ fmt_authority(char *buf, size_t cap, const char *host, uint16_t port)
 	return snprintf(buf, cap, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
 }
 
-/* ---- connections: teardown ---- */
+/* ---- connections ---- */
 
 static const char *
 reason_phrase(int status)
@@ -512,6 +516,12 @@ dir_recv(egress_conn *c, ec_dir *d)
 
 static const char established[] = "HTTP/1.1 200 Connection established\r\n\r\n";
 
+/* What a tunnel starts with fits its buffers: the rewritten request (each
+ * line may gain a CR, + 600) and the client's early bytes, or our 200 and
+ * the gateway's early bytes. */
+_Static_assert(2 * EG_HEAD_MAX + 600 <= EG_BUF, "request preamble fits a relay buffer");
+_Static_assert(EG_GW_MAX + sizeof established <= EG_BUF, "gateway preamble fits");
+
 /* The gateway said 2xx: each direction starts by sending what is already
  * here (the client's request or early bytes; our 200 and any early bytes
  * of the gateway's), then relays. */
@@ -570,9 +580,15 @@ gw_failed(egress_conn *c, int res, const char *what)
 static bool
 gw_header_dropped(const char *line, size_t len)
 {
-	static const char *const drop[] = {"Connection", "Keep-Alive",        "Proxy-Connection",
-	                                   "Content-Length", "Transfer-Encoding", "Upgrade",
-	                                   "TE",         "Trailer",           "X-Kiln-Egress",
+	static const char *const drop[] = {"Connection",
+	                                   "Keep-Alive",
+	                                   "Proxy-Connection",
+	                                   "Content-Length",
+	                                   "Transfer-Encoding",
+	                                   "Upgrade",
+	                                   "TE",
+	                                   "Trailer",
+	                                   "X-Kiln-Egress",
 	                                   NULL};
 	for (int i = 0; drop[i]; i++)
 		if (hdr_is(line, len, drop[i]))
@@ -589,7 +605,7 @@ gw_refusal(egress_conn *c, int status)
 	size_t off = 0, len, blen = c->gwlen - c->gw_hend;
 	if (blen > c->gw_need)
 		blen = c->gw_need;
-	char *r = kl_xmalloc(c->gw_hend + blen + 128);
+	char *r = kl_xmalloc(2 * (size_t)c->gw_hend + blen + 128); /* + a CR per line */
 	size_t n = 0;
 	next_line(g, c->gw_hend, &off, &line, &len);
 	/* "HTTP/1.x NNN reason": keep "NNN reason" as the gateway wrote it. */
@@ -781,8 +797,8 @@ hop_by_hop(const char *line, size_t len)
  * connection cannot carry a second request to another host through this
  * tunnel), then the body bytes already read. */
 static void
-build_origin_request(egress_conn *c, const char *method, size_t mlen, const char *path,
-                     size_t plen, const char *version, size_t vlen, uint32_t hend)
+build_origin_request(egress_conn *c, const char *method, size_t mlen, const char *path, size_t plen,
+                     const char *version, size_t vlen, uint32_t hend)
 {
 	const char *h = (const char *)c->head, *line;
 	size_t off = 0, len;
@@ -791,7 +807,8 @@ build_origin_request(egress_conn *c, const char *method, size_t mlen, const char
 		snprintf(auth, sizeof auth, strchr(c->host, ':') ? "[%s]" : "%s", c->host);
 	else
 		fmt_authority(auth, sizeof auth, c->host, c->port);
-	c->pre = kl_xmalloc(hend + (c->hlen - hend) + 600);
+	/* Each line may gain a CR; the request line and Host are bounded by 600. */
+	c->pre = kl_xmalloc(2 * (size_t)hend + (c->hlen - hend) + 600);
 	char *p = (char *)c->pre;
 	p += sprintf(p, "%.*s %.*s %.*s\r\nHost: %s\r\n", (int)mlen, method, (int)plen, path,
 	             (int)vlen, version, auth);
@@ -976,7 +993,8 @@ conn_new(egress_sess *es, int fd, bool via_unix)
 		eg->nrefusing++;
 		es->nrefusing++;
 		if (over_session)
-			reply(c, 429, "too many egress connections open in this session (at most %u)",
+			reply(c, 429,
+			      "too many egress connections open in this session (at most %u)",
 			      eg->max_per_session);
 		else
 			reply(c, 503, "node %s is at its egress connection limit (%u)", eg->n->name,
@@ -1146,8 +1164,8 @@ resolve_gateway(node_egress *eg, const char *url, char *err, size_t errlen)
 	char host[256];
 	uint16_t port;
 	if (parse_authority(a, strlen(a), host, sizeof host, &port, 0) < 0) {
-		snprintf(err, errlen, "egress gateway address \"%s\": want host:port or tcp://host:port",
-		         url);
+		snprintf(err, errlen,
+		         "egress gateway address \"%s\": want host:port or tcp://host:port", url);
 		return -EINVAL;
 	}
 	char ps[8];

@@ -40,6 +40,9 @@ usage(FILE *f)
 	        "\n"
 	        "  --scheduler URL          the scheduler's node address (tcp://host:7070)\n"
 	        "  --token-file FILE        file holding the cluster's join token\n"
+	        "  --egress HOST:PORT       the gateway's egress address: sandboxes reach the\n"
+	        "                           outside through it (authenticated with the join\n"
+	        "                           token); without it their proxies answer 403\n"
 	        "  --listen URL             serve NodeWork requests directly (ipc:// or "
 	        "127.0.0.1)\n"
 	        "  --name NAME              node id (default: <hostname>-<n>)\n"
@@ -109,6 +112,7 @@ parse_args(int argc, char **argv, node_config *cfg, struct opts *o)
 	static const struct option lo[] = {
 	        {"scheduler", 1, 0, 'S'},
 	        {"token-file", 1, 0, 'T'},
+	        {"egress", 1, 0, 'E'}, /* reuses --token-file's token */
 	        {"listen", 1, 0, 'L'},
 	        {"name", 1, 0, 'n'},
 	        {"label", 1, 0, 'l'},
@@ -139,6 +143,9 @@ parse_args(int argc, char **argv, node_config *cfg, struct opts *o)
 			break;
 		case 'T':
 			o->token_file = optarg;
+			break;
+		case 'E':
+			cfg->egress_url = optarg;
 			break;
 		case 'L':
 			o->listen = optarg;
@@ -236,7 +243,12 @@ main(int argc, char **argv)
 	if (parse_args(argc, argv, &cfg, &o) < 0)
 		return 2;
 	_cleanup_free_ char *token = NULL;
-	if (o.scheduler) {
+	if (cfg.egress_url && !o.token_file) {
+		fprintf(stderr, "kiln-node: --egress needs --token-file: the gateway authenticates "
+		                "nodes with the cluster's join token\n");
+		return 2;
+	}
+	if (o.scheduler || cfg.egress_url) {
 		if (!o.token_file) {
 			fprintf(stderr, "kiln-node: --scheduler needs --token-file with the "
 			                "cluster's join token\n");
@@ -247,6 +259,7 @@ main(int argc, char **argv)
 			        o.token_file);
 			return 2;
 		}
+		cfg.egress_token = token; /* the gateway knows nodes by the join token */
 	}
 	if (node_new(&cfg, &the_node, err, sizeof err) < 0) {
 		fprintf(stderr, "kiln-node: %s\n", err);

@@ -207,6 +207,8 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 	}
 	if ((r = pool_init(n, err, errlen)) < 0)
 		goto fail;
+	if ((r = egress_init(n, err, errlen)) < 0)
+		goto fail;
 	if ((r = workers_start(n)) < 0) {
 		snprintf(err, errlen, "starting file-tool workers failed");
 		goto fail;
@@ -364,6 +366,7 @@ node_update_stats(node *n)
 	st.create_failures = n->create_failures;
 	st.create_ms_avg = n->create_n ? n->create_ms_sum / (double)n->create_n : 0;
 	st.stopping = n->stopping;
+	egress_fill_stats(n, &st);
 	st.ntemplates = n->ntmpl;
 	for (int i = 0; i < n->ntmpl; i++) {
 		tmpl *t = &n->tmpls[i];
@@ -446,8 +449,10 @@ tick_done(node_op *op, int res, uint32_t flags)
 		if (ticks % (1000 / TICK_MS) == 0)
 			session_tick(n);
 	}
-	if (ticks % (1000 / TICK_MS) == 0)
+	if (ticks % (1000 / TICK_MS) == 0) {
 		graveyard_sweep(n, false);
+		egress_tick(n);
+	}
 	node_update_stats(n);
 	if (!n->stopped)
 		tick_arm(n);
@@ -583,6 +588,7 @@ node_free(node *n)
 	if (n->nworkers)
 		workers_stop(n);
 	pool_fini(n);
+	egress_fini(n);
 	if (n->loop.ring.ring_fd > 0)
 		loop_fini(&n->loop);
 	if (n->mbox.efd > 0)

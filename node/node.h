@@ -123,11 +123,11 @@ typedef struct node_stats {
 	bool stopping;
 	/* Sandbox egress, node side (the gateway keeps the audit record). */
 	bool egress_enabled;
-	uint32_t egress_active;    /* proxy connections open now */
-	uint64_t egress_accepted;  /* proxy connections accepted */
-	uint64_t egress_tunnels;   /* of which the gateway let through */
-	uint64_t egress_refused;   /* ended without a tunnel (refused, malformed, over a cap) */
-	uint64_t egress_bytes_up;  /* relayed sandbox -> gateway, closed connections */
+	uint32_t egress_active;     /* proxy connections open now */
+	uint64_t egress_accepted;   /* proxy connections accepted */
+	uint64_t egress_tunnels;    /* of which the gateway let through */
+	uint64_t egress_refused;    /* ended without a tunnel (refused, malformed, over a cap) */
+	uint64_t egress_bytes_up;   /* relayed sandbox -> gateway, closed connections */
 	uint64_t egress_bytes_down; /* gateway -> sandbox */
 } node_stats;
 /* A snapshot (any thread). */

@@ -138,8 +138,16 @@ session_reply_opened(session *s, int code, const char *msg)
 		egress_session_start(s); /* the proxy serves only open sessions */
 	} else {
 		session_unlink(s);
-		if (s->sb)
+		if (s->sb) {
+			/* A claim that failed after creating the session's cgroup
+			 * would leave it (and the tenant's count) until shutdown. */
+			tenant *t = s->sb->tenant;
+			bool has_cg = s->sb->sessfd >= 0;
 			sandbox_destroy(s->sb);
+			if (has_cg)
+				graveyard_add(s->n, t->fd, s->id);
+			tenant_put(s->n, t);
+		}
 		s->sb = NULL;
 	}
 	if (fn)

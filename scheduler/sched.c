@@ -162,6 +162,12 @@ node_lost(sched *s, snode *n, const char *why)
 	       (unsigned)kl_map_size(&n->inflight), n->nsessions);
 	n->state = N_DEAD;
 	s->node_lost++;
+	/* If this same process comes back (it was paused or cut off, not
+	 * restarted), what it still holds was answered for below: see
+	 * on_register. */
+	uint64_t *inc = kl_xmalloc(sizeof *inc);
+	*inc = n->incarnation;
+	free(kl_map_put(&s->lost, n->id, inc));
 	/* Parked requests can no longer be answered usefully: recycle them. */
 	kl_list *l;
 	while ((l = kl_list_pop(&n->parked_work))) {
@@ -343,6 +349,9 @@ assign_call(sched *s, snode *n, sctx *c, sjob *j)
 	j->state = J_RUNNING;
 	ss->inflight = j;
 	kl_map_put(&n->inflight, j->key, j);
+	/* Counted so that status shows running calls and a graceful stop waits
+	 * for them (job_finish_client takes it back). */
+	s->inflight++;
 	s->queued--;
 	j->tenant->queued--;
 	/* The node sees the cluster job id and the real session. */
@@ -428,6 +437,14 @@ on_opened(sched *s, snode *n, Kiln__SessionOpened *o)
 {
 	const char *sid = o->session ? o->session->session_id : "";
 	ssess *ss = kl_map_get(&s->sessions, sid);
+	if ((!ss || ss->node != n) && o->code == KILN__CODE__OK && *sid) {
+		/* A late open from a node that was declared lost meanwhile: the
+		 * session was dropped or placed again elsewhere. Nobody can reach
+		 * this copy: close it rather than leave its sandbox behind. */
+		node_queue_ctrl(n, SI_CLOSE, NULL, sid, 0);
+		sched_hb_flush(s, n);
+		return;
+	}
 	if (!ss || ss->node != n || ss->state != S_OPENING)
 		return;
 	if (n->pending_opens)
@@ -536,6 +553,26 @@ rebuild_sessions(sched *s, snode *n, Kiln__NodeRegister *reg)
 	}
 }
 
+/*
+ * A node that was declared lost registers again as the same incarnation (it
+ * was paused or cut off). Its sessions were dropped when it was lost: their
+ * queued calls failed, the clients were told, sessions still opening were
+ * placed again elsewhere under the same id and may have been used and closed
+ * there since. Adopting what the node still holds would bring those back
+ * (a closed session alive again, one id on two nodes), so it is closed on the
+ * node instead; a call still running there is killed with its session.
+ */
+static void
+drop_sessions(sched *s, snode *n, Kiln__NodeRegister *reg)
+{
+	KL_LOG(KL_WARN, SCHED_COMPONENT,
+	       "node %s is back after it was declared lost: closing the %u sessions it still "
+	       "holds",
+	       n->id, (unsigned)reg->n_sessions);
+	for (size_t i = 0; i < reg->n_sessions; i++)
+		node_queue_ctrl(n, SI_CLOSE, NULL, reg->sessions[i]->session_id, 0);
+}
+
 static void
 on_register(sched *s, sctx *c, Kiln__NodeRegister *reg)
 {
@@ -569,6 +606,9 @@ on_register(sched *s, sctx *c, Kiln__NodeRegister *reg)
 	snode *n = kl_map_get(&s->nodes, reg->node_id);
 	if (n && n->incarnation != reg->incarnation)
 		node_lost(s, n, "node restarted"), n = NULL;
+	uint64_t *lost_inc = kl_map_del(&s->lost, reg->node_id);
+	bool rejoin = !n && lost_inc && *lost_inc == reg->incarnation;
+	free(lost_inc);
 	if (!n) {
 		n = kl_xcalloc(1, sizeof *n);
 		kl_strlcpy(n->id, reg->node_id, sizeof n->id);
@@ -601,7 +641,10 @@ on_register(sched *s, sctx *c, Kiln__NodeRegister *reg)
 	kl_strlcpy(n->software, reg->software, sizeof n->software);
 	update_templates(n, reg->templates, reg->n_templates);
 	n->last_hb_ms = sched_now_ms();
-	rebuild_sessions(s, n, reg);
+	if (rejoin)
+		drop_sessions(s, n, reg);
+	else
+		rebuild_sessions(s, n, reg);
 	ok.code = KILN__CODE__OK;
 	ok.heartbeat_ms = s->cfg.heartbeat_ms;
 	ok.dead_after_ms = s->cfg.dead_after_ms;

@@ -160,6 +160,7 @@ struct sched {
 	kl_map jobs;        /* key -> sjob */
 	kl_map client_jobs; /* tenant/client id -> sjob */
 	kl_map removed;     /* node id -> incarnation (uint64_t *) removed by the operator */
+	kl_map lost;        /* node id -> incarnation (uint64_t *) declared lost */
 	uint32_t queued, inflight;
 	uint64_t next_job;
 	uint64_t placements, calls_done, node_lost, rejected;

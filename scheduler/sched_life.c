@@ -64,6 +64,7 @@ sched_new(const sched_config *cfg, const char *extra_node_url, const char *extra
 	kl_map_init(&s->jobs);
 	kl_map_init(&s->client_jobs);
 	kl_map_init(&s->removed);
+	kl_map_init(&s->lost);
 	s->started_ms = sched_now_ms();
 	sched_seed(s);
 	int r = sched_tenants_init(&s->tenants, &s->cfg);
@@ -158,6 +159,9 @@ sched_free(sched *s)
 	for (e = kl_map_first(&s->removed, &i); e; e = kl_map_next(&s->removed, &i, e))
 		free(e->val);
 	kl_map_fini(&s->removed);
+	for (e = kl_map_first(&s->lost, &i); e; e = kl_map_next(&s->lost, &i, e))
+		free(e->val);
+	kl_map_fini(&s->lost);
 	kl_map_fini(&s->nodes);
 	kl_map_fini(&s->sessions);
 	kl_map_fini(&s->jobs);

@@ -59,8 +59,14 @@ ki_config_next(const uint8_t *msg, uint32_t len, uint32_t *off, struct ki_cfg_re
 		return cfg_bad(why, "malformed config record");
 	rec->str = d;
 	if (r->tag == KT_BIND_RO || r->tag == KT_SYMLINK) {
+		/* Two strings: the first must end before the record's last byte, or
+		 * the second would start past the record (found by fuzz_init_msgs: a
+		 * one-string KT_BIND_RO or KT_SYMLINK made init read the next
+		 * record's bytes, or stale bytes past the message, as the path). */
 		size_t n1 = strlen(d);
-		rec->str2 = d + n1 + 1; /* PREFIX-BEHAVIOUR */
+		if (n1 + 1 >= r->len)
+			return cfg_bad(why, "malformed config record");
+		rec->str2 = d + n1 + 1;
 	}
 	return 1;
 }

@@ -70,11 +70,12 @@ report_json(const char *path, int fault, const kl_audit_report *r)
 {
 	json_t *types = json_object();
 	for (int i = 0; i < r->ntypes; i++)
-		json_object_set_new(types, r->types[i].type, json_integer((json_int_t)r->types[i].n));
-	json_t *j = json_pack("{s:s, s:s, s:b, s:I, s:I, s:o}", "file", path, "status",
-	                      kl_audit_fault_name(fault), "intact", fault == KL_AUDIT_INTACT,
-	                      "records", (json_int_t)r->records, "lines", (json_int_t)r->lines,
-	                      "types", types);
+		json_object_set_new(types, r->types[i].type,
+		                    json_integer((json_int_t)r->types[i].n));
+	json_t *j =
+	        json_pack("{s:s, s:s, s:b, s:I, s:I, s:o}", "file", path, "status",
+	                  kl_audit_fault_name(fault), "intact", fault == KL_AUDIT_INTACT, "records",
+	                  (json_int_t)r->records, "lines", (json_int_t)r->lines, "types", types);
 	if (r->records > 0) {
 		char anchor[96];
 		snprintf(anchor, sizeof anchor, "%" PRIu64 ":%s", r->head_seq, r->head_hash);
@@ -114,8 +115,12 @@ audit_verify(cli *cl, const char *path, const kl_audit_anchor *anchor)
 	fprintf(cl->err, "kiln: %s: %s: %s\n", path,
 	        fault == KL_AUDIT_TORN ? "torn final record" : "NOT INTACT", r.reason);
 	if (r.records > 0) {
-		fprintf(cl->err, "kiln: %" PRIu64 " records before line %" PRIu64 " verify ",
-		        r.records, r.bad_line);
+		if (r.bad_line > r.lines) /* an anchor past the end: every record verified */
+			fprintf(cl->err, "kiln: all %" PRIu64 " records verify ", r.records);
+		else
+			fprintf(cl->err,
+			        "kiln: %" PRIu64 " records before line %" PRIu64 " verify ",
+			        r.records, r.bad_line);
 		print_types(cl->err, &r);
 		fprintf(cl->err, "; the last good one is %" PRIu64 ":%s\n", r.head_seq,
 		        r.head_hash);

@@ -94,6 +94,63 @@ cli_error_exit(const kiln_error *e)
 
 /* ---- failures ---- */
 
+/* Bytes of the valid UTF-8 sequence at p (NUL-terminated; never read past
+ * the NUL), 0 if it is not one: no overlongs, surrogates or > U+10FFFF. */
+static size_t
+utf8_seq(const unsigned char *p)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t k;
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		k = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		k = 3, lo = p[0] == 0xe0 ? 0xa0 : 0x80, hi = p[0] == 0xed ? 0x9f : 0xbf;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		k = 4, lo = p[0] == 0xf0 ? 0x90 : 0x80, hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+	else
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < k; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return k;
+}
+
+/* s with every byte that is not part of valid UTF-8 replaced by U+FFFD (heap). */
+static char *
+utf8_lossy(const char *s)
+{
+	char *out = kl_xmalloc(3 * strlen(s) + 1), *o = out;
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		size_t k = utf8_seq(p);
+		o = k ? mempcpy(o, p, k) : mempcpy(o, "\xef\xbf\xbd", 3);
+		p += k ? k : 1;
+	}
+	*o = 0;
+	return out;
+}
+
+/*
+ * A JSON string for text from the wire. jansson refuses invalid UTF-8, and
+ * json_object_set_new then drops the field without a word: `kiln --json`
+ * printed results without "message" when an error quoted a client's bytes
+ * (found by fuzz_envelope). Such text is kept, with U+FFFD for the bad bytes.
+ */
+static json_t *
+json_text(const char *s)
+{
+	json_t *j = json_string(s ? s : "");
+	if (!j) {
+		char *t = utf8_lossy(s);
+		j = json_string(t);
+		free(t);
+	}
+	return j;
+}
+
 json_t *
 cli_json_error(const kiln_error *e, int exit_code)
 {
@@ -103,7 +160,7 @@ cli_json_error(const kiln_error *e, int exit_code)
 	const char *en = e->err ? strerrorname_np(-e->err) : NULL;
 	if (en)
 		json_object_set_new(o, "errno", json_string(en));
-	json_object_set_new(o, "message", json_string(e->message));
+	json_object_set_new(o, "message", json_text(e->message));
 	json_object_set_new(o, "retry_after_ms", json_integer(e->retry_after_ms));
 	json_object_set_new(o, "outcome_unknown", json_boolean(e->outcome_unknown));
 	json_object_set_new(o, "exit_code", json_integer(exit_code));
@@ -394,7 +451,7 @@ cli_json_bytes(const void *data, size_t len, bool *ret_base64)
 static void
 set_str(json_t *o, const char *key, const char *s)
 {
-	json_object_set_new(o, key, json_string(s ? s : ""));
+	json_object_set_new(o, key, json_text(s));
 }
 
 static void
@@ -532,8 +589,11 @@ json_node(const Kiln__NodeStatus *n)
 	set_u64(o, "sessions", n->sessions);
 	json_object_set_new(o, "templates", json_templates(n->templates, n->n_templates));
 	json_t *labels = json_object();
-	for (size_t i = 0; i < n->n_labels; i++)
-		set_str(labels, n->labels[i]->key, n->labels[i]->value);
+	for (size_t i = 0; i < n->n_labels; i++) {
+		char *k = utf8_lossy(n->labels[i]->key); /* keys must be UTF-8 too */
+		set_str(labels, k, n->labels[i]->value);
+		free(k);
+	}
 	json_object_set_new(o, "labels", labels);
 	set_u64(o, "last_heartbeat_ms_ago", n->last_heartbeat_ms_ago);
 	json_object_set_new(o, "limits_enforced", json_boolean(n->limits_enforced));

@@ -28,8 +28,7 @@ enum {
 
 #define GW_HELLO_FIXED 8 /* magic, version, role, flags */
 
-static int KL_PRINTF(3, 4)
-fail(struct gw_err *err, uint32_t code, const char *fmt, ...)
+static int KL_PRINTF(3, 4) fail(struct gw_err *err, uint32_t code, const char *fmt, ...)
 {
 	if (err) {
 		va_list ap;
@@ -68,21 +67,22 @@ struct type_rule {
 };
 
 static const struct type_rule rules[] = {
-	[GW_T_HELLO] = {GW_HELLO_FIXED, GW_HELLO_MAX, 0, 0},
-	[GW_T_DATA] = {0, 0, GW_F_FIN, 1},
-	[GW_T_OPEN] = {1, 1 + GW_META_MAX, GW_F_FIN, 1},
-	[GW_T_WINDOW] = {4, 4, 0, -1},
-	[GW_T_RST] = {4, 4 + GW_MSG_MAX, 0, 1},
-	[GW_T_PING] = {8, 8, 0, 0},
-	[GW_T_PONG] = {8, 8, 0, 0},
-	[GW_T_GOAWAY] = {8, 8 + GW_MSG_MAX, 0, 0},
+        [GW_T_HELLO] = {GW_HELLO_FIXED, GW_HELLO_MAX, 0, 0},
+        [GW_T_DATA] = {0, 0, GW_F_FIN, 1},
+        [GW_T_OPEN] = {1, 1 + GW_META_MAX, GW_F_FIN, 1},
+        [GW_T_WINDOW] = {4, 4, 0, -1},
+        [GW_T_RST] = {4, 4 + GW_MSG_MAX, 0, 1},
+        [GW_T_PING] = {8, 8, 0, 0},
+        [GW_T_PONG] = {8, 8, 0, 0},
+        [GW_T_GOAWAY] = {8, 8 + GW_MSG_MAX, 0, 0},
 };
 
 int
 gw_fhdr_check(const struct gw_fhdr *h, uint32_t max_data, struct gw_err *err)
 {
 	if (h->sid > GW_SID_MAX)
-		return fail(err, GW_E_PROTOCOL, "%s frame with the reserved stream id bit set (0x%08x)",
+		return fail(err, GW_E_PROTOCOL,
+		            "%s frame with the reserved stream id bit set (0x%08x)",
 		            gw_type_name(h->type), h->sid);
 	if (h->type >= KL_ARRAY_SIZE(rules)) {
 		if (!(h->type & GW_T_IGNORABLE))
@@ -171,8 +171,9 @@ hello_setting(struct gw_hello *h, uint16_t id, const uint8_t *v, uint16_t len, s
 		return 0;
 	case GW_S_TOKEN:
 		if (len > GW_TOKEN_MAX)
-			return fail(err, GW_E_PROTOCOL, "HELLO session token of %u bytes exceeds %u",
-			            len, GW_TOKEN_MAX);
+			return fail(err, GW_E_PROTOCOL,
+			            "HELLO session token of %u bytes exceeds %u", len,
+			            GW_TOKEN_MAX);
 		memcpy(h->token, v, len);
 		h->token_len = len;
 		return 0;
@@ -214,8 +215,9 @@ gw_hello_decode(const uint8_t *p, size_t n, struct gw_hello *ret, struct gw_err 
 {
 	struct gw_hello h;
 	if (n < GW_HELLO_FIXED || memcmp(p, GW_MAGIC, 4))
-		return fail(err, GW_E_PROTOCOL, "HELLO without the \"" GW_MAGIC
-		                                "\" magic: the peer does not speak the kiln tunnel");
+		return fail(err, GW_E_PROTOCOL,
+		            "HELLO without the \"" GW_MAGIC
+		            "\" magic: the peer does not speak the kiln tunnel");
 	gw_hello_init(&h, p[6]);
 	h.version = (uint16_t)(p[4] << 8 | p[5]);
 	h.flags = p[7];
@@ -229,7 +231,8 @@ gw_hello_decode(const uint8_t *p, size_t n, struct gw_hello *ret, struct gw_err 
 	uint64_t seen = 0; /* bit per known setting id, to refuse duplicates */
 	for (size_t off = GW_HELLO_FIXED; off < n;) {
 		if (n - off < 4)
-			return fail(err, GW_E_PROTOCOL, "HELLO setting header cut at byte %zu", off);
+			return fail(err, GW_E_PROTOCOL, "HELLO setting header cut at byte %zu",
+			            off);
 		uint16_t id = (uint16_t)(p[off] << 8 | p[off + 1]);
 		uint16_t len = (uint16_t)(p[off + 2] << 8 | p[off + 3]);
 		off += 4;
@@ -317,8 +320,8 @@ gw_open_check(uint8_t kind, const void *meta, size_t meta_len, struct gw_err *er
 		return 0;
 	case GW_KIND_WORK:
 		if (meta_len < 8)
-			return fail(err, GW_E_PROTOCOL, "WORK stream header of %zu bytes lacks the job id",
-			            meta_len);
+			return fail(err, GW_E_PROTOCOL,
+			            "WORK stream header of %zu bytes lacks the job id", meta_len);
 		return 0;
 	case GW_KIND_MCP:
 		if (meta_len < 1 || meta_len > GW_ROUTE_MAX)
@@ -495,8 +498,8 @@ const char *
 gw_code_name(uint32_t code)
 {
 	static const char *const names[] = {
-	        "NO_ERROR",      "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
-	        "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM", "CANCEL",
+	        "NO_ERROR",      "PROTOCOL_ERROR",    "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
+	        "STREAM_CLOSED", "FRAME_SIZE_ERROR",  "REFUSED_STREAM", "CANCEL",
 	        "VERSION_ERROR", "ENHANCE_YOUR_CALM", "TIMEOUT",
 	};
 	if (code < KL_ARRAY_SIZE(names))
@@ -638,8 +641,8 @@ gw_ctl_resume_decode(const struct gw_ctl_msg *msg, struct gw_ids *ret_inflight,
 {
 	struct gw_ids a, b;
 	size_t off = 0;
-	if (msg->type != GW_CTL_RESUME || get_ids(msg, &off, &a) < 0 || get_ids(msg, &off, &b) < 0 ||
-	    off != msg->len)
+	if (msg->type != GW_CTL_RESUME || get_ids(msg, &off, &a) < 0 ||
+	    get_ids(msg, &off, &b) < 0 || off != msg->len)
 		return -EBADMSG;
 	*ret_inflight = a;
 	*ret_unacked = b;

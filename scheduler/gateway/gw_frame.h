@@ -18,8 +18,8 @@
 #define GW_VERSION 1
 #define GW_MAGIC   "KLTN" /* first 4 bytes of every HELLO payload */
 
-#define GW_HDR_LEN 10          /* length u32, type u8, flags u8, stream id u32; big-endian */
-#define GW_SID_MAX 0x7fffffffu /* stream ids are 31 bits; the top bit must be 0 */
+#define GW_HDR_LEN    10          /* length u32, type u8, flags u8, stream id u32; big-endian */
+#define GW_SID_MAX    0x7fffffffu /* stream ids are 31 bits; the top bit must be 0 */
 #define GW_WINDOW_MAX 0x7fffffffu
 
 /* Frame payload sizes. max_frame is what a side accepts in one DATA frame; each
@@ -27,11 +27,11 @@
 #define GW_FRAME_MIN     4096u
 #define GW_FRAME_DEFAULT 16384u
 #define GW_FRAME_MAX     (1u << 20)
-#define GW_HELLO_MAX     4096u /* HELLO payload */
-#define GW_META_MAX      1024u /* OPEN: the kind-specific header */
-#define GW_MSG_MAX       512u  /* RST / GOAWAY reason text */
-#define GW_TOKEN_MAX     256u  /* HELLO session token */
-#define GW_ROUTE_MAX     64u   /* MCP route name */
+#define GW_HELLO_MAX     4096u             /* HELLO payload */
+#define GW_META_MAX      1024u             /* OPEN: the kind-specific header */
+#define GW_MSG_MAX       512u              /* RST / GOAWAY reason text */
+#define GW_TOKEN_MAX     256u              /* HELLO session token */
+#define GW_ROUTE_MAX     64u               /* MCP route name */
 #define GW_CTLPAY_MAX    (8u + GW_MSG_MAX) /* largest non-DATA, non-HELLO payload */
 
 /* Flow control defaults (docs/tunnel.md, "Flow control"). */
@@ -189,8 +189,8 @@ int gw_window_decode(const uint8_t *p, size_t n, uint32_t *ret_inc, struct gw_er
  * replaced by '?', cut to msgcap - 1). */
 int gw_rst_decode(const uint8_t *p, size_t n, uint32_t *ret_code, char *msg, size_t msgcap,
                   struct gw_err *err);
-int gw_goaway_decode(const uint8_t *p, size_t n, uint32_t *ret_last, uint32_t *ret_code,
-                     char *msg, size_t msgcap, struct gw_err *err);
+int gw_goaway_decode(const uint8_t *p, size_t n, uint32_t *ret_last, uint32_t *ret_code, char *msg,
+                     size_t msgcap, struct gw_err *err);
 
 /* ---- whole-frame encoders: write header + payload into out, return the
  * frame's size, -ENOBUFS if cap is too small, -EINVAL for arguments the spec

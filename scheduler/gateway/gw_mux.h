@@ -70,37 +70,37 @@ struct gw_mux_ops {
 
 /* Zero fields take the defaults in brackets. */
 struct gw_mux_config {
-	uint8_t role;               /* GW_ROLE_GATEWAY or GW_ROLE_PLANE (required) */
-	uint32_t max_frame;         /* largest DATA payload we accept [16 KiB] */
-	uint32_t stream_window;     /* receive window per stream [1 MiB] */
-	uint32_t conn_window;       /* receive window of the connection [16 MiB] */
-	uint32_t max_streams;       /* streams the peer may have open at once [1024] */
-	size_t stream_sendbuf;      /* bytes queued per stream before -EAGAIN [1 MiB] */
-	size_t total_sendbuf;       /* bytes queued over all streams [64 MiB] */
-	size_t out_batch;           /* bytes framed per gw_mux_output refill [64 KiB] */
-	size_t ctl_max;             /* queued control frames before ENHANCE_YOUR_CALM [256 KiB] */
-	uint32_t ping_interval_ms;  /* [15000] */
-	uint32_t ping_max_missed;   /* dead after this many unanswered PINGs [3] */
-	uint32_t hello_timeout_ms;  /* the peer's HELLO must arrive within [10000] */
-	uint64_t epoch;             /* gateway: resume data for its HELLO */
-	const uint8_t *token;       /* gateway: session token (copied) */
-	size_t token_len;           /* <= GW_TOKEN_MAX */
-	bool resume;                /* gateway: ask the plane to resume token */
+	uint8_t role;              /* GW_ROLE_GATEWAY or GW_ROLE_PLANE (required) */
+	uint32_t max_frame;        /* largest DATA payload we accept [16 KiB] */
+	uint32_t stream_window;    /* receive window per stream [1 MiB] */
+	uint32_t conn_window;      /* receive window of the connection [16 MiB] */
+	uint32_t max_streams;      /* streams the peer may have open at once [1024] */
+	size_t stream_sendbuf;     /* bytes queued per stream before -EAGAIN [1 MiB] */
+	size_t total_sendbuf;      /* bytes queued over all streams [64 MiB] */
+	size_t out_batch;          /* bytes framed per gw_mux_output refill [64 KiB] */
+	size_t ctl_max;            /* queued control frames before ENHANCE_YOUR_CALM [256 KiB] */
+	uint32_t ping_interval_ms; /* [15000] */
+	uint32_t ping_max_missed;  /* dead after this many unanswered PINGs [3] */
+	uint32_t hello_timeout_ms; /* the peer's HELLO must arrive within [10000] */
+	uint64_t epoch;            /* gateway: resume data for its HELLO */
+	const uint8_t *token;      /* gateway: session token (copied) */
+	size_t token_len;          /* <= GW_TOKEN_MAX */
+	bool resume;               /* gateway: ask the plane to resume token */
 	const struct gw_mux_ops *ops;
 	void *arg; /* passed to every callback */
 };
 
 struct gw_mux_stats {
-	uint64_t bytes_in, bytes_out;      /* connection bytes */
+	uint64_t bytes_in, bytes_out; /* connection bytes */
 	uint64_t frames_in, frames_out;
-	uint64_t data_in, data_out;        /* DATA payload bytes */
+	uint64_t data_in, data_out; /* DATA payload bytes */
 	uint64_t pings_sent, pongs_recv;
-	uint32_t rtt_ms;                   /* of the last answered PING, per gw_mux_tick's clock */
-	uint32_t streams;                  /* open now */
-	size_t sendq_bytes;                /* queued for sending, all streams */
-	size_t recvq_bytes;                /* received, not read yet, all streams */
-	int64_t send_window;               /* the peer's connection window for us */
-	uint32_t recv_window;              /* our connection window the peer may still use */
+	uint32_t rtt_ms;      /* of the last answered PING, per gw_mux_tick's clock */
+	uint32_t streams;     /* open now */
+	size_t sendq_bytes;   /* queued for sending, all streams */
+	size_t recvq_bytes;   /* received, not read yet, all streams */
+	int64_t send_window;  /* the peer's connection window for us */
+	uint32_t recv_window; /* our connection window the peer may still use */
 };
 
 /* A mux in its initial state; the gateway's HELLO is queued at once (the
@@ -182,9 +182,10 @@ int gw_mux_open(gw_mux *m, uint8_t kind, const void *meta, size_t meta_len, void
  * (on_writable follows), -EPIPE after gw_mux_shutdown, -ECONNRESET if the
  * stream was reset, -ENOENT for an unknown id. */
 ssize_t gw_mux_write(gw_mux *m, uint32_t id, const void *buf, size_t len);
-/* Zero-copy writing: *ret_ptr/*ret_len get free space at the end of the send
- * queue (at most the bound allows, at least 1 byte); fill some of it and
- * call gw_mux_write_commit(n). Errors as gw_mux_write. */
+/* Zero-copy writing: *ret_ptr and *ret_len get free space at the end of the
+ * send queue (at most what the bounds allow, at least 1 byte); fill some of
+ * it, e.g. with read(2), and call gw_mux_write_commit(n) before any other
+ * call on this mux. Errors as gw_mux_write. */
 int gw_mux_write_reserve(gw_mux *m, uint32_t id, void **ret_ptr, size_t *ret_len);
 /* n <= the reserved length. -EINVAL if n is larger, or errors as above. */
 int gw_mux_write_commit(gw_mux *m, uint32_t id, size_t n);

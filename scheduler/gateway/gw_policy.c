@@ -132,8 +132,8 @@ gw_addr_str(const struct sockaddr *sa, char *buf, size_t len)
 		addr_text(AF_INET, (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr,
 		          buf, len);
 	else if (sa->sa_family == AF_INET6)
-		addr_text(AF_INET6,
-		          (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr, buf, len);
+		addr_text(AF_INET6, (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr,
+		          buf, len);
 	else
 		kl_strlcpy(buf, "?", len);
 }
@@ -237,7 +237,8 @@ static const struct special *
 lookup(int family, const uint8_t *addr)
 {
 	for (size_t i = 0; i < KL_ARRAY_SIZE(specials); i++)
-		if (specials[i].family == family && prefix_eq(specials[i].net, addr, specials[i].plen))
+		if (specials[i].family == family &&
+		    prefix_eq(specials[i].net, addr, specials[i].plen))
 			return &specials[i];
 	return NULL;
 }
@@ -320,6 +321,9 @@ norm_name(const char *in, size_t n, char *out, size_t outlen)
 		char c = in[i];
 		if (c >= 'A' && c <= 'Z')
 			c = (char)(c + 32);
+		/* RFC 1123: a label neither starts nor ends with a hyphen. */
+		if (c == '-' && (label == 0 || i + 1 == n || in[i + 1] == '.'))
+			return false;
 		if (c == '.') {
 			if (label == 0)
 				return false;
@@ -482,7 +486,8 @@ parse_cidr(const char *s, struct rule *r, char *err, size_t errlen)
 	if (memcmp(masked, r->net, famlen(r->family))) {
 		char want[80];
 		cidr_text(r->family, masked, r->plen, want, sizeof want);
-		return errf(err, errlen, -EINVAL, "'%s': host bits set (did you mean %s?)", s, want);
+		return errf(err, errlen, -EINVAL, "'%s': host bits set (did you mean %s?)", s,
+		            want);
 	}
 	r->kind = R_CIDR;
 	return 0;
@@ -493,8 +498,10 @@ static int
 parse_dest(const char *s, bool bracketed, struct rule *r, char *err, size_t errlen)
 {
 	char name[256];
-	if (bracketed || strchr(s, '/') || strchr(s, ':') || (*s >= '0' && *s <= '9' &&
-	                                                       strspn(s, "0123456789.") == strlen(s)))
+	if (bracketed && !strchr(s, ':'))
+		return errf(err, errlen, -EINVAL, "'%s': brackets are for IPv6 addresses", s);
+	if (bracketed || strchr(s, '/') || strchr(s, ':') ||
+	    (*s >= '0' && *s <= '9' && strspn(s, "0123456789.") == strlen(s)))
 		return parse_cidr(s, r, err, errlen);
 	if (!strcmp(s, "*")) {
 		r->kind = R_ANYNAME;
@@ -520,14 +527,14 @@ parse_entry(const char *tok, struct rule *r, char *err, size_t errlen)
 	memset(r, 0, sizeof(*r));
 	if (strlen(tok) >= sizeof dest)
 		return errf(err, errlen, -EINVAL, "'%.40s...': entry too long", tok);
-	if (tok[0] == ':') {
+	if (tok[0] == ':' && tok[1] != ':') { /* ":443"; "::/0" is an address */
 		r->kind = R_PORT;
 		ports = tok + 1;
 	} else if (bracketed) {
 		const char *close = strchr(tok, ']');
 		if (!close || (close[1] && close[1] != ':'))
-			return errf(err, errlen, -EINVAL, "'%s': expected [IPv6 address or CIDR]:PORT",
-			            tok);
+			return errf(err, errlen, -EINVAL,
+			            "'%s': expected [IPv6 address or CIDR]:PORT", tok);
 		kl_strlcpy(dest, tok + 1, (size_t)(close - tok));
 		ports = close[1] ? close + 2 : NULL;
 	} else if (colon && !strchr(colon + 1, ':')) { /* one colon: DEST:PORT */
@@ -537,9 +544,8 @@ parse_entry(const char *tok, struct rule *r, char *err, size_t errlen)
 		kl_strlcpy(dest, tok, sizeof dest);
 	}
 	if (ports && parse_ports(ports, r) < 0)
-		return errf(err, errlen, -EINVAL, "'%s': bad port or port range (1-65535, as 443 "
-		                                  "or 8000-8999)",
-		            tok);
+		return errf(err, errlen, -EINVAL,
+		            "'%s': bad port or port range (1-65535, as 443 or 8000-8999)", tok);
 	int rv = r->kind == R_PORT ? 0 : parse_dest(dest, bracketed, r, err, errlen);
 	if (rv == 0)
 		r->text = kl_xstrdup(tok);
@@ -547,8 +553,7 @@ parse_entry(const char *tok, struct rule *r, char *err, size_t errlen)
 }
 
 int
-gw_policy_parse_list(gw_policy *p, enum gw_list list, const char *spec, char *err,
-                     size_t errlen)
+gw_policy_parse_list(gw_policy *p, enum gw_list list, const char *spec, char *err, size_t errlen)
 {
 	if (!p || !spec || (list != GW_LIST_DENY && list != GW_LIST_ALLOW))
 		return errf(err, errlen, -EINVAL, "bad arguments");
@@ -571,6 +576,8 @@ gw_policy_parse_list(gw_policy *p, enum gw_list list, const char *spec, char *er
 		free(add.v);
 		return rv;
 	}
+	if (add.n == 0)
+		return 0;
 	rs->v = kl_xrealloc(rs->v, (rs->n + add.n) * sizeof(*rs->v));
 	memcpy(rs->v + rs->n, add.v, add.n * sizeof(*add.v));
 	rs->n += add.n;
@@ -641,8 +648,8 @@ gw_policy_set(gw_policy *p, const char *key, const char *value, char *err, size_
 		return errf(err, errlen, -EINVAL, "bad arguments");
 	if (!strcmp(key, "allow") || !strcmp(key, "deny")) {
 		char e[200];
-		int rv = gw_policy_parse_list(p, key[0] == 'a' ? GW_LIST_ALLOW : GW_LIST_DENY, value,
-		                              e, sizeof e);
+		int rv = gw_policy_parse_list(p, key[0] == 'a' ? GW_LIST_ALLOW : GW_LIST_DENY,
+		                              value, e, sizeof e);
 		return rv < 0 ? errf(err, errlen, rv, "%s: %s", key, e) : 0;
 	}
 	if (!strcmp(key, "allow_private")) {
@@ -657,7 +664,8 @@ gw_policy_set(gw_policy *p, const char *key, const char *value, char *err, size_
 		unsigned long long v = strtoull(value, &end, 10);
 		if (*value < '0' || *value > '9' || *end || errno || v > 1000000)
 			return errf(err, errlen, -EINVAL,
-			            "%s: '%s' is not a count from 0 (no cap) to 1000000", key, value);
+			            "%s: '%s' is not a count from 0 (no cap) to 1000000", key,
+			            value);
 		p->max_conns = (uint32_t)v;
 		return 0;
 	}
@@ -758,8 +766,8 @@ decide_addr(const gw_policy *p, const struct target *t, int family, const uint8_
 	bool emb = embedded_v4(family, addr, v4);
 	for (size_t i = 0; i < p->deny.n; i++) {
 		const struct rule *r = &p->deny.v[i];
-		if (port_in(r, port) && (cidr_match(r, family, addr) ||
-		                         (emb && cidr_match(r, AF_INET, v4))))
+		if (port_in(r, port) &&
+		    (cidr_match(r, family, addr) || (emb && cidr_match(r, AF_INET, v4))))
 			return say(reason, len, GW_DENY, "deny list: %s (%s)", a, r->text);
 	}
 	struct hit h;
@@ -806,7 +814,8 @@ gw_policy_check_host(const gw_policy *p, const char *host, uint16_t port, gw_dec
 	for (size_t i = 0; i < p->allow.n; i++) {
 		if (p->allow.v[i].kind == R_CIDR && allow_port(p, &p->allow.v[i], port)) {
 			*ret = say(reason, len, GW_ALLOW,
-			           "%s: no allowed name; its address must be in an allow CIDR", t.name);
+			           "%s: no allowed name; its address must be in an allow CIDR",
+			           t.name);
 			return 0;
 		}
 	}
@@ -907,8 +916,14 @@ gw_policy_decide(const gw_policy *p, const char *host, uint16_t port, gw_verdict
 	memset(ret, 0, sizeof(*ret));
 	ret->decision = GW_DENY;
 	int rv = gw_policy_check_host(p, host, port, &d, ret->reason, sizeof ret->reason);
-	if (rv < 0 || d == GW_DENY)
+	if (rv < 0)
 		return rv;
+	if (d == GW_DENY) {
+		struct target t;
+		if (norm_host(host, &t, NULL, 0) == 0 && t.is_ip) /* name the refused literal */
+			addr_text(t.family, t.addr, ret->addr, sizeof ret->addr);
+		return 0;
+	}
 	gw_addr addrs[GW_MAX_ADDRS];
 	size_t n = 0;
 	if ((rv = gw_resolve(host, port, addrs, GW_MAX_ADDRS, &n)) < 0) {
@@ -922,7 +937,8 @@ gw_policy_decide(const gw_policy *p, const char *host, uint16_t port, gw_verdict
 		gw_policy_check_addr(p, host, (const struct sockaddr *)&addrs[i].ss, &d, why,
 		                     sizeof why);
 		if (d == GW_DENY) {
-			gw_addr_str((const struct sockaddr *)&addrs[i].ss, ret->addr, sizeof ret->addr);
+			gw_addr_str((const struct sockaddr *)&addrs[i].ss, ret->addr,
+			            sizeof ret->addr);
 			memcpy(ret->reason, why, sizeof why);
 			return 0;
 		}

@@ -40,7 +40,8 @@ kt_cluster_init(kt_cluster *c, const char *extra_ini)
 	/* Ports from the pid: parallel tests do not collide; a second cluster in
 	 * the same process sits half the range away. */
 	static int instances;
-	c->node_port = 20000 + (getpid() * 2 + instances++ * 10000) % 20000;
+	c->instance = instances++;
+	c->node_port = 20000 + (getpid() * 2 + c->instance * 10000) % 20000;
 	c->client_port = c->node_port + 1;
 	snprintf(c->node_url, sizeof c->node_url, "tcp://127.0.0.1:%d", c->node_port);
 	snprintf(c->client_url, sizeof c->client_url, "tcp://127.0.0.1:%d", c->client_port);
@@ -155,7 +156,13 @@ kt_cluster_add_node(kt_cluster *c, const char *const *extra)
 {
 	ASSERT_LT(c->nnodes, KT_MAX_NODES);
 	int i = c->nnodes++;
-	snprintf(c->names[i], sizeof c->names[i], "kt%d-n%d", (int)getpid(), i);
+	/* Names are unique on the host: a node starting under a name removes
+	 * what it finds in that name's cgroup, another live node included. */
+	if (c->instance)
+		snprintf(c->names[i], sizeof c->names[i], "kt%d.%d-n%d", (int)getpid(), c->instance,
+		         i);
+	else
+		snprintf(c->names[i], sizeof c->names[i], "kt%d-n%d", (int)getpid(), i);
 	for (int k = 0; extra && extra[k]; k++) {
 		ASSERT_LT(k, 23);
 		c->extra[i][k] = strdup(extra[k]);
@@ -183,6 +190,17 @@ kt_cluster_kill_node(kt_cluster *c, int i, int sig)
 		return;
 	ASSERT(kt_wait_pid(c->nodes[i], 10000) != -1);
 	c->nodes[i] = 0;
+}
+
+int
+kt_cluster_stop_node(kt_cluster *c, int i)
+{
+	ASSERT_GT(c->nodes[i], 0);
+	ASSERT_EQ(kill(c->nodes[i], SIGTERM), 0);
+	int st = kt_wait_pid(c->nodes[i], 15000);
+	ASSERT(st != -1);
+	c->nodes[i] = 0;
+	return st;
 }
 
 int

@@ -25,6 +25,7 @@
 
 typedef struct kt_cluster {
 	char dir[256];
+	int instance; /* clusters prepared before this one in this process */
 	char bindir[4096];
 	int node_port, client_port;
 	char node_url[64], client_url[64];
@@ -49,6 +50,8 @@ void kt_cluster_kill_sched(kt_cluster *c, int sig);
 int kt_cluster_add_node(kt_cluster *c, const char *const *extra);
 /* Send sig to node i; SIGKILL also reaps it (nodes[i] becomes 0). */
 void kt_cluster_kill_node(kt_cluster *c, int i, int sig);
+/* SIGTERM node i and wait (15 s) for it: its wait status (nodes[i] becomes 0). */
+int kt_cluster_stop_node(kt_cluster *c, int i);
 /* Start node i again (it must not be running) with the same name, arguments
  * and log, e.g. after a kill -9: the new run removes what the old one left.
  * Does not wait for its registration. */

@@ -355,7 +355,11 @@ reply_render(const Kiln__ClientReply *cr)
 		FZ_CHECK(json_array_size(nodes) == cr->status->n_nodes, "nodes lost");
 		for (size_t i = 0; i < cr->status->n_nodes; i++) {
 			static const char *const keys[] = {"node_id", "state", "labels", NULL};
-			has_keys(json_array_get(nodes, i), keys);
+			json_t *n = json_array_get(nodes, i);
+			has_keys(n, keys);
+			FZ_CHECK(!cr->status->nodes[i]->n_labels ||
+			                 json_object_size(json_object_get(n, "labels")),
+			         "node %zu: labels lost", i);
 		}
 		json_round_trip(o);
 		cli_status_print(&cl, cr->status);
@@ -449,7 +453,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	int r = kl_env_decode(data, size, KL_MAX_MSG, &e, &ver);
 	FZ_CHECK(r == 0 || r == -EPROTO || r == -EBADMSG, "decode returned %d", r);
-	FZ_CHECK(r != -EPROTO || (peek >= 0 && ver == (uint32_t)peek && ver != KL_PROTO_VERSION),
+	/* A refused version is named: the first field 1, or a later one that
+	 * contradicts it (protobuf keeps the last). */
+	FZ_CHECK(r != -EPROTO || (peek >= 0 && ver != KL_PROTO_VERSION &&
+	                          (ver == (uint32_t)peek || peek == KL_PROTO_VERSION)),
 	         "version refusal: peek %lld ver %u", (long long)peek, ver);
 	FZ_CHECK(r != -EBADMSG || !e, "error with a message");
 	if (r < 0) {

@@ -9,8 +9,9 @@
  *                               "mem K" every 8 MiB; then hold it HOLD_MS ms
  *   kiln-hog spin MS            burn CPU for MS ms of wall time; print
  *                               "spin wall_us=W cpu_us=C"
- *   kiln-hog forks N            fork up to N children that sleep; stop at the
- *                               first refusal; print "forks K errno=NAME"
+ *   kiln-hog forks N [HOLD_MS]  fork up to N children that sleep; stop at the
+ *                               first refusal; print "forks K errno=NAME"; then
+ *                               hold them HOLD_MS ms
  *
  * Progress goes to stdout with write(2), unbuffered, so a killed hog's output
  * still says how far it got. Exit status 0 when the hog ran to its end.
@@ -49,6 +50,14 @@ now_us(clockid_t clk)
 	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+static void
+hold(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	while (ms > 0 && nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 static int
 hog_mem(long mib, long hold_ms)
 {
@@ -65,11 +74,7 @@ hog_mem(long mib, long hold_ms)
 		if (i % 8 == 0 || i == mib)
 			say("mem %ld\n", i);
 	}
-	if (hold_ms > 0) {
-		struct timespec ts = {hold_ms / 1000, (hold_ms % 1000) * 1000000L};
-		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-			;
-	}
+	hold(hold_ms);
 	say("mem done\n");
 	return 0;
 }
@@ -88,7 +93,7 @@ hog_spin(long ms)
 }
 
 static int
-hog_forks(long n)
+hog_forks(long n, long hold_ms)
 {
 	long k = 0;
 	int err = 0;
@@ -108,6 +113,7 @@ hog_forks(long n)
 		}
 	}
 	say("forks %ld errno=%s\n", k, err == EAGAIN ? "EAGAIN" : err ? strerror(err) : "0");
+	hold(hold_ms);
 	/* Exiting ends the call; the node kills the job's cgroup (the children). */
 	return 0;
 }
@@ -119,8 +125,8 @@ main(int argc, char **argv)
 		return hog_mem(atol(argv[2]), argc > 3 ? atol(argv[3]) : 0);
 	if (argc == 3 && !strcmp(argv[1], "spin"))
 		return hog_spin(atol(argv[2]));
-	if (argc == 3 && !strcmp(argv[1], "forks"))
-		return hog_forks(atol(argv[2]));
-	fprintf(stderr, "usage: kiln-hog mem MIB [HOLD_MS] | spin MS | forks N\n");
+	if (argc >= 3 && !strcmp(argv[1], "forks"))
+		return hog_forks(atol(argv[2]), argc > 3 ? atol(argv[3]) : 0);
+	fprintf(stderr, "usage: kiln-hog mem MIB [HOLD_MS] | spin MS | forks N [HOLD_MS]\n");
 	return 2;
 }

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/klog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,6 +76,21 @@ cg_write(const char *rel, const char *file, const char *val)
 	int e = errno;
 	close(fd);
 	return k == (ssize_t)strlen(val) ? 0 : -e;
+}
+
+/* Does the kernel log hold needle? (root in the guest may read it) */
+static int
+kmsg_has(const char *needle)
+{
+	int len = klogctl(10 /* SYSLOG_ACTION_SIZE_BUFFER */, NULL, 0);
+	if (len <= 0)
+		return 0;
+	char *buf = malloc((size_t)len + 1);
+	int k = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, len);
+	buf[k > 0 ? k : 0] = 0;
+	int found = strstr(buf, needle) != NULL;
+	free(buf);
+	return found;
 }
 
 /* ---- sessions and calls: every reply must say limits_enforced ---- */
@@ -363,7 +379,10 @@ TEST(fork_bomb_is_contained)
 	session_rel("t1", "pids", rel, sizeof rel);
 	sampler_start(&smp, rel);
 	uint64_t t0 = kl_now_ms();
-	Kiln__ToolResult *r = run_bash("pids", "b() { b | b & }; b 2>/dev/null; wait", 3000);
+	/* A bomb that keeps trying: only the timeout ends it, and the timeout's
+	 * kill must work while the session has no pid to spare. */
+	Kiln__ToolResult *r =
+	        run_bash("pids", "b() { b | b & }; while :; do b 2>/dev/null; done", 3000);
 	uint64_t took = kl_now_ms() - t0;
 	long long peak = sampler_stop(&smp);
 	fprintf(stderr,
@@ -379,6 +398,50 @@ TEST(fork_bomb_is_contained)
 	/* Nobody else was starved, and the bombed session recovers. */
 	assert_serves("free", "unaffected");
 	assert_serves("pids", "recovered");
+}
+
+/* Tool processes get RLIMIT_NPROC = pids too, and the kernel checks it before
+ * pids.max, so the forks above were refused by the rlimit. Spawns by the
+ * sandbox's init carry no such rlimit: when the session is full, pids.max is
+ * what refuses the next call's process, and the result must say so. */
+TEST(full_session_refuses_spawns_by_pids_max)
+{
+	char rel[256];
+	session_rel("t1", "pids", rel, sizeof rel);
+	long long ev0 = cg_num(rel, "pids.events", "max");
+	Kiln__ToolResult *r = run_bash("pids", "kiln-hog forks 1000 60000 &", 10000);
+	ASSERT_EQ(r->code, 0);
+	kt_free_result(r);
+	long long cur = 0;
+	for (int i = 0; i < 200 && cur < 32; i++) {
+		usleep(20000);
+		cur = cg_num(rel, "pids.current", NULL);
+	}
+	ASSERT_EQ(cur, 32);
+	const char *argv[] = {"echo", "never", NULL};
+	r = run_exec("pids", 10000, argv);
+	long long ev = cg_num(rel, "pids.events", "max");
+	fprintf(stderr,
+	        "GUEST-METRIC pids_full_spawn code=%s exit=%d msg=\"%s\" pids_events_max=%lld->%lld\n",
+	        kl_code_name(r->code), r->exit_code, r->message, ev0, ev);
+	ASSERT_EQ(r->code, KILN__CODE__TOOL_ERROR);
+	ASSERT_EQ(r->exit_code, 126);
+	ASSERT(r->is_error);
+	ASSERT_CONTAINS(r->message, "process limit, pids 32");
+	ASSERT_NOT_CONTAINS(kt_out(r), "never");
+	/* pids.max refused it. Kernels before 6.12 count pids.events max only
+	 * in the cgroup the task was forked into (the job leaf, removed with
+	 * the call), not in the session: their kernel log names the leaf. */
+	char leaf[600];
+	snprintf(leaf, sizeof leaf, "fork rejected by pids controller in %s/%s/job-",
+	         strstr(tree, "/kiln-"), rel);
+	ASSERT(ev > ev0 || kmsg_has(leaf));
+	kt_free_result(r);
+	/* Restarting the shell kills it and its background hog: pids return. */
+	r = kt_bash_restart(n, "pids");
+	ASSERT_EQ(r->code, 0);
+	kt_free_result(r);
+	assert_serves("pids", "pids-back");
 }
 
 /* ---- cpu.max ---- */
@@ -504,9 +567,7 @@ TEST(node_carries_on_and_cleans_up)
 	const char *names[] = {"mem", "pids", "cpu", "free", "agg-a", "agg-b", "late"};
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 		ASSERT_EQ(kt_close(n, names[i]), 0);
-	node_stats st;
-	node_get_stats(n, &st);
-	ASSERT_EQ(st.sessions, 0);
+	ASSERT_EQ(node_session_count(n), 0);
 	kt_node_stop(n);
 	ASSERT_EQ(access(tree, F_OK), -1);
 }

@@ -608,6 +608,48 @@ TEST(json_result)
 	cap_fini(&c);
 }
 
+/* Regression (fuzz_envelope): text from the wire that is not valid UTF-8 lost
+ * its JSON field, since jansson refuses such strings; it is kept, with U+FFFD. */
+TEST(json_invalid_utf8_text_kept)
+{
+	Kiln__ToolResult r = result(KILN__CODE__INVALID_ARGUMENT, -1, 0);
+	r.message = "unknown template 'a.t\x88\x82'";
+	r.node_id = "\xc0\xafnode\xed\xa0\x80\xf4\x90\x80\x80";
+	json_t *j = cli_json_result(&r);
+	ASSERT_STR_EQ(json_string_value(json_object_get(j, "message")),
+	              "unknown template 'a.t\xef\xbf\xbd\xef\xbf\xbd'");
+	ASSERT_STR_EQ(json_string_value(json_object_get(j, "node_id")),
+	              "\xef\xbf\xbd\xef\xbf\xbdnode\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+	              "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	json_decref(j);
+
+	Kiln__NodeStatus__LabelsEntry lab = KILN__NODE_STATUS__LABELS_ENTRY__INIT;
+	Kiln__NodeStatus__LabelsEntry *labs[] = {&lab};
+	lab.key = "zone\xff";
+	lab.value = "eu\xfe";
+	Kiln__NodeStatus node = KILN__NODE_STATUS__INIT;
+	Kiln__NodeStatus *nodes[] = {&node};
+	node.node_id = "n";
+	node.state = "ready";
+	node.n_labels = 1;
+	node.labels = labs;
+	Kiln__StatusReply s = KILN__STATUS_REPLY__INIT;
+	s.scheduler = "s";
+	s.n_nodes = 1;
+	s.nodes = nodes;
+	j = cli_json_status(&s);
+	json_t *l = json_object_get(json_array_get(json_object_get(j, "nodes"), 0), "labels");
+	ASSERT_STR_EQ(json_string_value(json_object_get(l, "zone\xef\xbf\xbd")), "eu\xef\xbf\xbd");
+	json_decref(j);
+
+	kiln_error e = {.err = -EINVAL, .code = KILN__CODE__INVALID_ARGUMENT};
+	snprintf(e.message, sizeof e.message, "bad \xff");
+	j = cli_json_error(&e, 65);
+	ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+	              "bad \xef\xbf\xbd");
+	json_decref(j);
+}
+
 /* A status reply with one node and one tenant, all on the stack. */
 struct status_fixture {
 	Kiln__TemplateInfo tpl;

@@ -117,6 +117,33 @@ TEST(envelope_round_trip_and_version)
 	ASSERT_EQ(v, 0);
 }
 
+/* Regression (fuzz_envelope): a second version field (protobuf keeps the
+ * last) slipped past the check, which reads only the first. */
+TEST(envelope_repeated_version_refused)
+{
+	Kiln__Cancel c = KILN__CANCEL__INIT;
+	Kiln__NodeWork w = KILN__NODE_WORK__INIT;
+	w.work_case = KILN__NODE_WORK__WORK_CANCEL;
+	w.cancel = &c;
+	Kiln__Envelope e = KILN__ENVELOPE__INIT;
+	e.msg_case = KILN__ENVELOPE__MSG_NODE_WORK;
+	e.node_work = &w;
+	uint8_t *buf;
+	size_t len;
+	ASSERT_EQ(kl_env_encode(&e, &buf, &len), 0);
+	uint8_t *two = malloc(len + 2);
+	memcpy(two, buf, len);
+	two[len] = 0x08; /* field 1, varint: version 7 */
+	two[len + 1] = 7;
+	Kiln__Envelope *d = NULL;
+	uint32_t v = 0;
+	ASSERT_EQ(kl_env_decode(two, len + 2, KL_MAX_MSG, &d, &v), -EPROTO);
+	ASSERT_EQ(v, 7);
+	ASSERT(d == NULL);
+	free(two);
+	free(buf);
+}
+
 TEST(consttime_eq)
 {
 	ASSERT(kl_consttime_eq("abc", 3, "abc", 3));
