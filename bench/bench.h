@@ -81,13 +81,13 @@ struct bench_target {
 	const bench_target_ops *ops;
 	bench_target_kind kind;
 	/* inputs */
-	char bindir[1024];       /* where kiln, kiln-scheduler and kiln-node are */
-	int nodes;               /* nodes: threads of one `kiln dev`, or node processes */
-	int warm;                /* warm sandboxes per node */
-	bool pin;                /* pin node processes to CPUs (procs) */
-	bool direct;             /* procs: node 0 also serves direct calls */
-	char external_url[256];  /* external: the scheduler's client URL */
-	bool verbose;            /* keep the cluster's logs on stderr */
+	char bindir[1024];      /* where kiln, kiln-scheduler and kiln-node are */
+	int nodes;              /* nodes: threads of one `kiln dev`, or node processes */
+	int warm;               /* warm sandboxes per node */
+	bool pin;               /* pin node processes to CPUs (procs) */
+	bool direct;            /* procs: node 0 also serves direct calls */
+	char external_url[256]; /* external: the scheduler's client URL */
+	bool verbose;           /* keep the cluster's logs on stderr */
 	/* outputs */
 	char client_url[256];
 	char admin_token[256];
@@ -171,8 +171,7 @@ int bench_workload_trace(const char *path, bench_workload *w, char *err, size_t 
 void bench_workload_free(bench_workload *w);
 /* Fill tc for step s at the agent's cycle (edits flip on odd cycles). tc
  * points into buf and into s; both must outlive tc's use. */
-void bench_step_call(const bench_step *s, uint64_t cycle, bench_call_buf *buf,
-                     Kiln__ToolCall *tc);
+void bench_step_call(const bench_step *s, uint64_t cycle, bench_call_buf *buf, Kiln__ToolCall *tc);
 
 /* ---- metrics (bench_metrics.c) ---- */
 
@@ -190,12 +189,12 @@ typedef struct bench_kind {
 
 typedef struct bench_node_stat {
 	char id[128];
-	uint64_t calls;              /* results that named this node */
-	uint32_t slots;              /* from kiln_status */
-	double running_sum;          /* sum over status samples of `running` */
-	uint32_t samples;            /* status samples that saw this node */
+	uint64_t calls;                 /* results that named this node */
+	uint32_t slots;                 /* from kiln_status */
+	double running_sum;             /* sum over status samples of `running` */
+	uint32_t samples;               /* status samples that saw this node */
 	uint64_t done_first, done_last; /* calls_done at the first and last sample */
-	double cpu_s;                /* node process CPU during the window; -1: unknown */
+	double cpu_s;                   /* node process CPU during the window; -1: unknown */
 } bench_node_stat;
 
 typedef struct bench_metrics {
@@ -208,11 +207,11 @@ typedef struct bench_metrics {
 	bench_counts tools[BT_NTOOLS];
 	bench_counts tenants[BENCH_MAX_TENANTS];
 	int nkinds;
-	bench_kind kinds[BENCH_MAX_KINDS];     /* errors by kind */
+	bench_kind kinds[BENCH_MAX_KINDS]; /* errors by kind */
 	int ncodes;
-	bench_kind codes[BENCH_MAX_KINDS];     /* results by code (OK, TOOL_ERROR, exit!=0 ...) */
-	uint64_t unsent_due;                   /* due in the window, never sent before the drain ended */
-	uint64_t tool_cpu_us;                  /* cpu_usec of every result */
+	bench_kind codes[BENCH_MAX_KINDS]; /* results by code (OK, TOOL_ERROR, exit!=0 ...) */
+	uint64_t unsent_due;  /* due in the window, never sent before the drain ended */
+	uint64_t tool_cpu_us; /* cpu_usec of every result */
 	/* sessions opened for this run's agents */
 	uint64_t opens, opens_warm, opens_cold, opens_failed;
 	kl_hist open_lat;
@@ -222,9 +221,9 @@ typedef struct bench_metrics {
 	double sched_cpu_s; /* scheduler (or kiln dev) process CPU in the window; -1: unknown */
 	char proc0[24];     /* what sched_cpu_s measured: "kiln-scheduler" or "kiln dev" */
 	/* machine */
-	double host_busy;   /* share of all CPUs busy in the window, 0..1; -1: unknown */
-	double load1;       /* load average at the end */
-	double window_s;    /* the measured window */
+	double host_busy; /* share of all CPUs busy in the window, 0..1; -1: unknown */
+	double load1;     /* load average at the end */
+	double window_s;  /* the measured window */
 } bench_metrics;
 
 bench_metrics *bench_metrics_new(void);
@@ -273,14 +272,14 @@ int bench_agents_open(bench_agents *ag, const bench_target *t, const bench_agent
 void bench_agents_close(bench_agents *ag);
 
 typedef struct bench_load {
-	const char *label;   /* for the progress line */
-	double rate;         /* open loop: calls/s offered by all agents together */
+	const char *label; /* for the progress line */
+	double rate;       /* open loop: calls/s offered by all agents together */
 	double tenant_rate[BENCH_MAX_TENANTS]; /* > 0: this tenant's own rate instead */
-	bool closed;         /* closed loop: every agent sends again as soon as it has a result */
-	bool replay;         /* intended times from the steps' think_ms */
-	double duration_s;   /* the measured window */
-	double warmup_s;     /* driven but not measured, before the window */
-	double drain_s;      /* after the window: how long due calls may still be sent */
+	bool closed;       /* closed loop: every agent sends again as soon as it has a result */
+	bool replay;       /* intended times from the steps' think_ms */
+	double duration_s; /* the measured window */
+	double warmup_s;   /* driven but not measured, before the window */
+	double drain_s;    /* after the window: how long due calls may still be sent */
 	uint64_t seed;
 } bench_load;
 

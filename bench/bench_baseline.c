@@ -59,13 +59,20 @@ bench_add_row(bench_results *R, const char *section, const char *metric, const c
 
 /* ---- host-side baselines ---- */
 
+/* clang-format off */
 static const char *const bwrap_argv[] = {
-        "bwrap",      "--unshare-all", "--die-with-parent", "--ro-bind", "/usr",      "/usr",
-        "--symlink",  "usr/lib",       "/lib",              "--symlink", "usr/lib64", "/lib64",
-        "--symlink",  "usr/bin",       "/bin",              "--symlink", "usr/sbin",  "/sbin",
-        "--proc",     "/proc",         "--dev",             "/dev",      "--tmpfs",   "/tmp",
-        "/bin/true",  NULL,
+	"bwrap", "--unshare-all", "--die-with-parent",
+	"--ro-bind", "/usr", "/usr",
+	"--symlink", "usr/lib", "/lib",
+	"--symlink", "usr/lib64", "/lib64",
+	"--symlink", "usr/bin", "/bin",
+	"--symlink", "usr/sbin", "/sbin",
+	"--proc", "/proc",
+	"--dev", "/dev",
+	"--tmpfs", "/tmp",
+	"/bin/true", NULL,
 };
+/* clang-format on */
 
 /* posix_spawn argv, optionally with stdout on a pipe read to EOF; wait.
  * Returns the elapsed ns, or 0 on failure. */
@@ -378,8 +385,8 @@ typedef struct bhists {
 } bhists;
 
 static void
-warm_loop(bhists *h, kiln_client *k, const char *ss, direct *d, const char *ds,
-          const char *catfile, int iters)
+warm_loop(bhists *h, kiln_client *k, const char *ss, direct *d, const char *ds, const char *catfile,
+          int iters)
 {
 	const char *true_av[] = {"/bin/true", NULL};
 	const char *cat_av[] = {"/bin/cat", catfile, NULL};
@@ -504,8 +511,9 @@ bench_phase_baselines(bench_results *R, const bench_opts *o)
 	t.pin = false;
 	t.verbose = o->verbose;
 	if (bench_progress)
-		fprintf(stderr, "kiln-bench: baselines: starting kiln-scheduler + 1 kiln-node (also "
-		                "serving direct calls)\n");
+		fprintf(stderr,
+		        "kiln-bench: baselines: starting kiln-scheduler + 1 kiln-node (also "
+		        "serving direct calls)\n");
 	int r = bench_target_start(&t, err, sizeof err);
 	if (r < 0) {
 		fprintf(stderr, "kiln-bench: baselines: %s\n", err);
@@ -515,7 +523,7 @@ bench_phase_baselines(bench_results *R, const bench_opts *o)
 	direct d = {0};
 	char *ss = NULL;
 	bhists *h = kl_xcalloc(1, sizeof *h);
-	kl_hist *all[] = {&h->spawn, &h->sched, &h->direct, &h->cat,
+	kl_hist *all[] = {&h->spawn, &h->sched,   &h->direct, &h->cat,
 	                  &h->read,  &h->session, &h->bwrap};
 	for (size_t i = 0; i < KL_ARRAY_SIZE(all); i++)
 		kl_hist_init(all[i]);
@@ -535,7 +543,8 @@ bench_phase_baselines(bench_results *R, const bench_opts *o)
 	bool have_bwrap = access("/usr/bin/bwrap", X_OK) == 0;
 	session_loop(h, k, have_bwrap, o->baseline_iters / 3 > 10 ? o->baseline_iters / 3 : 10);
 	if (bench_progress)
-		fprintf(stderr, "kiln-bench: baselines: new sessions, then throughput (%.0f s each)\n",
+		fprintf(stderr,
+		        "kiln-bench: baselines: new sessions, then throughput (%.0f s each)\n",
 		        o->baseline_tput_s);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	double sp = spawn_throughput(ncpu > 0 && ncpu < 16 ? (int)ncpu : 2, o->baseline_tput_s);
@@ -594,8 +603,8 @@ bench_phase_placement(bench_results *R, const bench_opts *o)
 			char id[32];
 			rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
 			snprintf(id, sizeof id, "fake-%d", have);
-			sched_bench_add_node(s, id, (uint32_t)(rng % 9), (uint32_t)(rng >> 40) % 512,
-			                     1024);
+			sched_bench_add_node(s, id, (uint32_t)(rng % 9),
+			                     (uint32_t)(rng >> 40) % 512, 1024);
 		}
 		uint64_t n = 0, t0 = kl_now_ns(), until = t0 + (uint64_t)(secs * 1e9);
 		while (kl_now_ns() < until)

@@ -155,7 +155,7 @@ record_result(drv *d, bench_agent *a, uint64_t now, const Kiln__ToolResult *r)
 	kl_hist_record(&m->tenant[a->tenant], lat);
 	kl_hist_record(&m->service, now - a->sent_ns);
 	count(d, a, 1);
-	const char *code = r->code == KILN__CODE__OK ? (r->is_error        ? "OK_IS_ERROR"
+	const char *code = r->code == KILN__CODE__OK ? (r->is_error         ? "OK_IS_ERROR"
 	                                                : r->exit_code != 0 ? "EXIT_NONZERO"
 	                                                                    : "OK")
 	                                             : kl_code_name(r->code);
@@ -293,8 +293,9 @@ progress(drv *d, uint64_t now, bool last)
 	fprintf(stderr,
 	        "%s[%s] %s %s | sent %llu results %llu errors %llu | in flight %u | "
 	        "p50 %.2f ms p99 %.2f ms%s",
-	        tty ? "\r\033[K" : "", L->label, when, offered, (unsigned long long)c.sent, (unsigned long long)c.results,
-	        (unsigned long long)c.errors, inflight, p50, p99, tty && !last ? "" : "\n");
+	        tty ? "\r\033[K" : "", L->label, when, offered, (unsigned long long)c.sent,
+	        (unsigned long long)c.results, (unsigned long long)c.errors, inflight, p50, p99,
+	        tty && !last ? "" : "\n");
 }
 
 static void *
@@ -457,9 +458,10 @@ schedule_agents(drv *d, const bench_load *L)
 		if (L->closed)
 			a->next_ns = d->t0_ns + (uint64_t)i * 100000ull; /* 0.1 ms apart */
 		else if (L->replay)
-			a->next_ns = d->t0_ns +
-			             (uint64_t)a->sc->steps[a->step % (uint64_t)a->sc->nsteps].think_ms *
-			                     1000000ull;
+			a->next_ns =
+			        d->t0_ns +
+			        (uint64_t)a->sc->steps[a->step % (uint64_t)a->sc->nsteps].think_ms *
+			                1000000ull;
 		else
 			a->next_ns = d->t0_ns + (uint64_t)exp_gap(a);
 		heap_push(d, a);
@@ -514,8 +516,12 @@ bench_drive(bench_agents *ag, const bench_target *t, const bench_load *L, bench_
 	 * cancels the rest and their callbacks still find this driver. */
 	for (int i = 0; d->inflight && i < 30; i++)
 		wait_until(d, kl_now_ns() + 100000000ull);
-	if (!bench_interrupted)
+	if (!bench_interrupted) {
 		m->unsent_due = count_unsent(d);
+	} else {
+		uint64_t now = kl_now_ns(), stop = now < d->end_ns ? now : d->end_ns;
+		m->window_s = stop > d->win_ns ? (double)(stop - d->win_ns) / 1e9 : 0;
+	}
 	d->finished = true;
 	pthread_mutex_unlock(&d->mu);
 	pthread_join(d->sampler, NULL);
@@ -551,7 +557,9 @@ run_setup(opener *op, bench_agent *a)
 			fprintf(stderr, "kiln-bench: agent %d setup call %d failed: %s %.200s\n",
 			        a->idx, i,
 			        rc < 0 ? kiln_last_error()->message : kl_code_name(r->code),
-			        rc < 0 ? "" : r->message[0] ? r->message : (char *)r->output.data);
+			        rc < 0          ? ""
+			        : r->message[0] ? r->message
+			                        : (char *)r->output.data);
 		pthread_mutex_unlock(&op->mu);
 		kiln_result_free(r);
 	}
@@ -569,8 +577,10 @@ open_one(opener *op, bench_agent *a)
 	if (rc < 0) {
 		op->ag->opens_failed++;
 		if (op->warned++ < 3)
-			fprintf(stderr, "kiln-bench: agent %d (tenant %s): session open failed: %s\n",
-			        a->idx, op->ag->tenants[a->tenant]->name, kiln_last_error()->message);
+			fprintf(stderr,
+			        "kiln-bench: agent %d (tenant %s): session open failed: %s\n",
+			        a->idx, op->ag->tenants[a->tenant]->name,
+			        kiln_last_error()->message);
 		a->session[0] = 0;
 	} else {
 		op->ag->opens++;

@@ -195,8 +195,8 @@ svg_cdf(FILE *f, const bench_results *R)
 	for (int i = 0; i <= 4; i++) {
 		double y = MT + ph - i / ymax * ph;
 		gridline(f, ML, y, ML + pw, y);
-		fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ML - 4, y + 4,
-		        ylab[i]);
+		fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ML - 4,
+		        y + 4, ylab[i]);
 	}
 	frame(f, W, H, "latency (log scale)", "calls at or below");
 	int li = 0;
@@ -319,18 +319,22 @@ svg_sweep(FILE *f, const bench_results *R)
 		for (int k = 0; k < n; k++) {
 			const bench_run *r = &R->runs[idx[k]];
 			double x = r->load.rate / xmax * pw;
-			double y = pass == 0 ? (double)r->m->total.results / r->m->window_s / ymax * ph
-			                     : (log10(fmax(bench_us(&r->m->all, 99) / 1000, pmin)) - l0) /
-			                               (l1 - l0) * ph;
+			double y =
+			        pass == 0 ? (double)r->m->total.results / r->m->window_s / ymax * ph
+			                  : (log10(fmax(bench_us(&r->m->all, 99) / 1000, pmin)) -
+			                     l0) / (l1 - l0) *
+			                            ph;
 			fprintf(f, "%.1f,%.1f ", (pass ? x2 : ML) + x, MT + ph - y);
 		}
 		fputs("\"/>\n", f);
 		for (int k = 0; k < n; k++) {
 			const bench_run *r = &R->runs[idx[k]];
 			double x = r->load.rate / xmax * pw;
-			double y = pass == 0 ? (double)r->m->total.results / r->m->window_s / ymax * ph
-			                     : (log10(fmax(bench_us(&r->m->all, 99) / 1000, pmin)) - l0) /
-			                               (l1 - l0) * ph;
+			double y =
+			        pass == 0 ? (double)r->m->total.results / r->m->window_s / ymax * ph
+			                  : (log10(fmax(bench_us(&r->m->all, 99) / 1000, pmin)) -
+			                     l0) / (l1 - l0) *
+			                            ph;
 			fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"/>\n",
 			        (pass ? x2 : ML) + x, MT + ph - y, r->pass ? colors[pass] : "#fff");
 			fprintf(f,
@@ -375,11 +379,11 @@ bars(FILE *f, int n, const char *const *labels, int nseries, const char *const *
 			        "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
 			        "fill=\"%s\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
 			        "font-size=\"10\">%s%s</text>\n",
-			        x, MT + ph - bh, bw - 2, bh, colors[s], x + bw / 2 - 1, MT + ph - bh - 3,
-			        fmt_num(val, nb, sizeof nb), unit);
+			        x, MT + ph - bh, bw - 2, bh, colors[s], x + bw / 2 - 1,
+			        MT + ph - bh - 3, fmt_num(val, nb, sizeof nb), unit);
 		}
-		fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">", ML + i * gw + gw / 2,
-		        MT + ph + 16);
+		fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">",
+		        ML + i * gw + gw / 2, MT + ph + 16);
 		esc(f, labels[i]);
 		fputs("</text>\n", f);
 	}
@@ -451,7 +455,8 @@ table_run(FILE *f, const bench_run *r)
 {
 	const bench_metrics *m = r->m;
 	fputs("<table><tr><th>tool</th><th>sent</th><th>results</th><th>errors</th><th>ok</th>"
-	      "<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>\n",
+	      "<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max "
+	      "ms</th></tr>\n",
 	      f);
 	for (int t = -1; t < BT_NTOOLS; t++) {
 		const bench_counts *c = t < 0 ? &m->total : &m->tools[t];
@@ -472,7 +477,8 @@ table_run(FILE *f, const bench_run *r)
 static void
 page(FILE *f, const bench_results *R)
 {
-	fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kiln-bench report</title>"
+	fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kiln-bench "
+	      "report</title>"
 	      "<style>body{font-family:Helvetica,Arial,sans-serif;max-width:1300px;margin:2em auto;"
 	      "color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
 	      "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:"
@@ -515,8 +521,8 @@ page(FILE *f, const bench_results *R)
 		      f);
 		for (int i = 0; i < R->nrows; i++) {
 			const bench_row *r = &R->rows[i];
-			fprintf(f, "<tr><td>%s: %s</td><td>%.1f %s</td>", r->section, r->metric, r->kiln,
-			        r->unit);
+			fprintf(f, "<tr><td>%s: %s</td><td>%.1f %s</td>", r->section, r->metric,
+			        r->kiln, r->unit);
 			if (isnan(r->base))
 				fputs("<td>-</td><td>-</td>", f);
 			else

@@ -90,8 +90,9 @@ print_run(const bench_run *r, FILE *f)
 		snprintf(name, sizeof name, "t:%s", r->tenant_names[i]);
 		lat_row(f, name, &m->tenants[i], &m->tenant[i]);
 	}
-	fprintf(f, "  latency is from each call's intended send time; send lag p99 %s, service "
-	           "time (from the actual send) p99 %s\n",
+	fprintf(f,
+	        "  latency is from each call's intended send time; wait before the send (agent "
+	        "busy, or sender late) p99 %s; from the actual send p99 %s\n",
 	        fmt_us(bench_us(&m->lag, 99), a, sizeof a),
 	        fmt_us(bench_us(&m->service, 99), b, sizeof b));
 	if (m->nkinds) {
@@ -103,28 +104,32 @@ print_run(const bench_run *r, FILE *f)
 	fprintf(f, "  result codes:");
 	for (int i = 0; i < m->ncodes; i++)
 		fprintf(f, " %s %llu", m->codes[i].name, (unsigned long long)m->codes[i].n);
-	fprintf(f, "\n  sessions: %llu opened (%llu warm-pool hits, %llu cold starts, %llu failed), "
-	           "open p50 %s p99 %s\n",
+	fprintf(f,
+	        "\n  sessions: %llu opened (%llu warm-pool hits, %llu cold starts, %llu failed), "
+	        "open p50 %s p99 %s\n",
 	        (unsigned long long)m->opens, (unsigned long long)m->opens_warm,
 	        (unsigned long long)m->opens_cold, (unsigned long long)m->opens_failed,
 	        fmt_us(bench_us(&m->open_lat, 50), a, sizeof a),
 	        fmt_us(bench_us(&m->open_lat, 99), b, sizeof b));
 	for (int i = 0; i < m->nnodes; i++) {
 		const bench_node_stat *n = &m->nodes[i];
-		fprintf(f, "  node %-12s %7llu calls (%4.1f%%)", n->id, (unsigned long long)n->calls,
+		fprintf(f, "  node %-12s %7llu calls (%4.1f%%)", n->id,
+		        (unsigned long long)n->calls,
 		        m->total.results ? 100.0 * (double)n->calls / (double)m->total.results : 0);
 		if (n->samples && n->slots)
 			fprintf(f, ", %.1f of %u slots busy on average (%.0f%%)",
 			        n->running_sum / n->samples, n->slots,
 			        100 * n->running_sum / n->samples / n->slots);
 		if (n->cpu_s >= 0)
-			fprintf(f, ", node process CPU %.0f%% of one core", 100 * n->cpu_s / m->window_s);
+			fprintf(f, ", node process CPU %.0f%% of one core",
+			        100 * n->cpu_s / m->window_s);
 		fprintf(f, "\n");
 	}
 	fprintf(f, "  machine: all CPUs %.0f%% busy; tool processes used %.2f CPU-s",
 	        m->host_busy >= 0 ? 100 * m->host_busy : NAN, (double)m->tool_cpu_us / 1e6);
 	if (m->sched_cpu_s >= 0)
-		fprintf(f, "; %s process %.0f%% of one core", m->proc0, 100 * m->sched_cpu_s / m->window_s);
+		fprintf(f, "; %s process %.0f%% of one core", m->proc0,
+		        100 * m->sched_cpu_s / m->window_s);
 	fprintf(f, "; load average %.2f at the end\n", m->load1);
 }
 
@@ -140,15 +145,15 @@ print_sweep(const bench_results *R, FILE *f)
 		fprintf(f, "  %10.1f %10.1f %9s %9s %8llu %8llu  %s\n", r->load.rate, tput(r),
 		        fmt_us(bench_us(&r->m->all, 50), a, sizeof a),
 		        fmt_us(bench_us(&r->m->all, 99), b, sizeof b),
-		        (unsigned long long)r->m->total.errors, (unsigned long long)r->m->unsent_due,
-		        r->pass ? "yes" : "no");
+		        (unsigned long long)r->m->total.errors,
+		        (unsigned long long)r->m->unsent_due, r->pass ? "yes" : "no");
 	}
 	if (R->capacity > 0)
 		fprintf(f,
 		        "  capacity: %.1f calls/s offered within the SLO (%.1f results/s) on %d "
 		        "node%s: %.1f calls/s per node\n",
-		        R->capacity, R->capacity_tput, R->sweep_nodes, R->sweep_nodes == 1 ? "" : "s",
-		        R->per_node);
+		        R->capacity, R->capacity_tput, R->sweep_nodes,
+		        R->sweep_nodes == 1 ? "" : "s", R->per_node);
 	fprintf(f, "  sizing: %s\n", R->sizing);
 }
 
@@ -171,8 +176,8 @@ print_rows(const bench_results *R, FILE *f)
 			snprintf(q, sizeof q, "-");
 		else
 			snprintf(q, sizeof q, "%.2fx", r->ratio);
-		fprintf(f, "  %-10s %-46s %12s %12s %-18s %8s %-12s %s\n", r->section, r->metric, k, b,
-		        r->base_what, q, r->target, verdicts[r->verdict]);
+		fprintf(f, "  %-10s %-46s %12s %12s %-18s %8s %-12s %s\n", r->section, r->metric, k,
+		        b, r->base_what, q, r->target, verdicts[r->verdict]);
 	}
 }
 
@@ -181,9 +186,10 @@ print_scaling(const bench_results *R, FILE *f)
 {
 	char a[16], b[16];
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	fprintf(f, "\n== scaling: closed loop against 1..N kiln-node processes on this machine ==\n");
-	fprintf(f, "  %6s %10s %12s %9s %9s %10s\n", "nodes", "results/s", "per node/s", "p50", "p99",
-	        "CPUs busy");
+	fprintf(f,
+	        "\n== scaling: closed loop against 1..N kiln-node processes on this machine ==\n");
+	fprintf(f, "  %6s %10s %12s %9s %9s %10s\n", "nodes", "results/s", "per node/s", "p50",
+	        "p99", "CPUs busy");
 	double first = 0;
 	for (int i = 0; i < R->nscaling; i++) {
 		const bench_run *r = &R->runs[R->scaling_runs[i]];
@@ -227,8 +233,9 @@ print_fairness(const bench_results *R, FILE *f)
 void
 bench_print_table(const bench_results *R, FILE *f)
 {
-	fprintf(f, "\nkiln-bench results: target %s; workload %s; %ld CPUs; load average %.2f %.2f "
-	           "%.2f before, %.2f %.2f %.2f after\n",
+	fprintf(f,
+	        "\nkiln-bench results: target %s; workload %s; %ld CPUs; load average %.2f %.2f "
+	        "%.2f before, %.2f %.2f %.2f after\n",
 	        R->target_desc, R->workload, sysconf(_SC_NPROCESSORS_ONLN), R->load_before[0],
 	        R->load_before[1], R->load_before[2], R->load_after[0], R->load_after[1],
 	        R->load_after[2]);
@@ -244,7 +251,8 @@ bench_print_table(const bench_results *R, FILE *f)
 	if (R->fair)
 		print_fairness(R, f);
 	if (R->nplace) {
-		fprintf(f, "\n== placement: sched_place() over N registered nodes, one thread ==\n");
+		fprintf(f,
+		        "\n== placement: sched_place() over N registered nodes, one thread ==\n");
 		for (int i = 0; i < R->nplace; i++)
 			fprintf(f, "  %5d nodes: %10.0f placements/s (target 50,000/s: %s)\n",
 			        R->place[i].nodes, R->place[i].per_s,
@@ -316,14 +324,15 @@ nodes_json(const bench_metrics *m)
 		const bench_node_stat *n = &m->nodes[i];
 		double busy = n->samples && n->slots ? n->running_sum / n->samples / n->slots : NAN;
 		json_array_append_new(
-		        a, json_pack("{s:s,s:I,s:o,s:i,s:o,s:o,s:o}", "id", n->id, "calls",
-		                     (json_int_t)n->calls, "share",
-		                     num(m->total.results ? (double)n->calls / (double)m->total.results
-		                                          : NAN),
-		                     "slots", (int)n->slots, "slots_busy_avg",
-		                     num(n->samples ? n->running_sum / n->samples : NAN),
-		                     "slot_utilization", num(busy), "process_cpu_cores",
-		                     num(n->cpu_s >= 0 ? n->cpu_s / m->window_s : NAN)));
+		        a,
+		        json_pack("{s:s,s:I,s:o,s:i,s:o,s:o,s:o}", "id", n->id, "calls",
+		                  (json_int_t)n->calls, "share",
+		                  num(m->total.results ? (double)n->calls / (double)m->total.results
+		                                       : NAN),
+		                  "slots", (int)n->slots, "slots_busy_avg",
+		                  num(n->samples ? n->running_sum / n->samples : NAN),
+		                  "slot_utilization", num(busy), "process_cpu_cores",
+		                  num(n->cpu_s >= 0 ? n->cpu_s / m->window_s : NAN)));
 	}
 	return a;
 }
@@ -356,20 +365,18 @@ run_json(const bench_run *r)
 	json_object_set_new(o, "tenants", tenants);
 	json_object_set_new(o, "errors_by_kind", kinds_json(m->kinds, m->nkinds));
 	json_object_set_new(o, "result_codes", kinds_json(m->codes, m->ncodes));
-	json_object_set_new(o, "sessions",
-	                    json_pack("{s:I,s:I,s:I,s:I,s:o}", "opened", (json_int_t)m->opens,
-	                              "warm", (json_int_t)m->opens_warm, "cold",
-	                              (json_int_t)m->opens_cold, "failed",
-	                              (json_int_t)m->opens_failed, "open_latency_us",
-	                              lat_json(&m->open_lat)));
-	json_object_set_new(o, "nodes", nodes_json(m));
 	json_object_set_new(
-	        o, "machine",
-	        json_pack("{s:o,s:f,s:s,s:o,s:o}", "cpus_busy", num(m->host_busy), "tool_cpu_s",
-	                  (double)m->tool_cpu_us / 1e6, "process", m->proc0,
-	                  "process_cpu_cores",
-	                  num(m->sched_cpu_s >= 0 ? m->sched_cpu_s / m->window_s : NAN), "load1",
-	                  num(m->load1)));
+	        o, "sessions",
+	        json_pack("{s:I,s:I,s:I,s:I,s:o}", "opened", (json_int_t)m->opens, "warm",
+	                  (json_int_t)m->opens_warm, "cold", (json_int_t)m->opens_cold, "failed",
+	                  (json_int_t)m->opens_failed, "open_latency_us", lat_json(&m->open_lat)));
+	json_object_set_new(o, "nodes", nodes_json(m));
+	json_object_set_new(o, "machine",
+	                    json_pack("{s:o,s:f,s:s,s:o,s:o}", "cpus_busy", num(m->host_busy),
+	                              "tool_cpu_s", (double)m->tool_cpu_us / 1e6, "process",
+	                              m->proc0, "process_cpu_cores",
+	                              num(m->sched_cpu_s >= 0 ? m->sched_cpu_s / m->window_s : NAN),
+	                              "load1", num(m->load1)));
 	return o;
 }
 
@@ -380,12 +387,12 @@ rows_json(const bench_results *R)
 	json_t *a = json_array();
 	for (int i = 0; i < R->nrows; i++) {
 		const bench_row *r = &R->rows[i];
-		json_array_append_new(
-		        a, json_pack("{s:s,s:s,s:s,s:o,s:o,s:s,s:o,s:s,s:s}", "section", r->section,
-		                     "metric", r->metric, "unit", r->unit, "kiln", num(r->kiln),
-		                     "baseline", num(r->base), "baseline_is", r->base_what, "ratio",
-		                     num(r->ratio), "target", r->target, "result",
-		                     verdicts[r->verdict]));
+		json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:o,s:o,s:s,s:o,s:s,s:s}",
+		                                   "section", r->section, "metric", r->metric,
+		                                   "unit", r->unit, "kiln", num(r->kiln),
+		                                   "baseline", num(r->base), "baseline_is",
+		                                   r->base_what, "ratio", num(r->ratio), "target",
+		                                   r->target, "result", verdicts[r->verdict]));
 	}
 	return a;
 }
@@ -419,12 +426,12 @@ phases_json(json_t *root, const bench_results *R)
 		json_t *steps = json_array();
 		for (int i = R->sweep_first; i <= R->sweep_last && i < R->nruns; i++)
 			json_array_append_new(steps, json_string(R->runs[i].name));
-		json_object_set_new(
-		        root, "sweep",
-		        json_pack("{s:f,s:o,s:o,s:o,s:i,s:o}", "slo_ms", R->slo_ms, "steps", steps,
-		                  "capacity_offered_per_s", num(R->capacity),
-		                  "capacity_results_per_s", num(R->capacity_tput), "nodes",
-		                  R->sweep_nodes, "per_node_per_s", num(R->per_node)));
+		json_object_set_new(root, "sweep",
+		                    json_pack("{s:f,s:o,s:o,s:o,s:i,s:o}", "slo_ms", R->slo_ms,
+		                              "steps", steps, "capacity_offered_per_s",
+		                              num(R->capacity), "capacity_results_per_s",
+		                              num(R->capacity_tput), "nodes", R->sweep_nodes,
+		                              "per_node_per_s", num(R->per_node)));
 		json_object_set_new(root, "sizing",
 		                    json_pack("{s:f,s:f,s:f,s:o,s:o,s:s}", "agents", R->size_agents,
 		                              "calls_per_min", R->size_cpm, "slo_ms", R->slo_ms,
@@ -439,9 +446,9 @@ phases_json(json_t *root, const bench_results *R)
 		json_t *a = json_array();
 		for (int i = 0; i < R->nscaling; i++) {
 			const bench_run *r = &R->runs[R->scaling_runs[i]];
-			json_array_append_new(a, json_pack("{s:i,s:s,s:o}", "node_processes", r->nodes,
-			                                   "run", r->name, "results_per_s",
-			                                   num(tput(r))));
+			json_array_append_new(a, json_pack("{s:i,s:s,s:o}", "node_processes",
+			                                   r->nodes, "run", r->name,
+			                                   "results_per_s", num(tput(r))));
 		}
 		json_object_set_new(root, "scaling", a);
 	}
@@ -455,9 +462,10 @@ phases_json(json_t *root, const bench_results *R)
 	if (R->nplace) {
 		json_t *a = json_array();
 		for (int i = 0; i < R->nplace; i++)
-			json_array_append_new(a, json_pack("{s:i,s:f,s:I}", "nodes", R->place[i].nodes,
-			                                   "placements_per_s", R->place[i].per_s,
-			                                   "placements", (json_int_t)R->place[i].n));
+			json_array_append_new(a,
+			                      json_pack("{s:i,s:f,s:I}", "nodes", R->place[i].nodes,
+			                                "placements_per_s", R->place[i].per_s,
+			                                "placements", (json_int_t)R->place[i].n));
 		json_object_set_new(root, "placement", a);
 	}
 }
@@ -469,12 +477,12 @@ bench_write_json(const bench_results *R, const bench_opts *o, const char *path, 
 	json_t *runs = json_array();
 	for (int i = 0; i < R->nruns; i++)
 		json_array_append_new(runs, run_json(&R->runs[i]));
-	json_t *root = json_pack("{s:s,s:s,s:i,s:I,s:f,s:b,s:s,s:s,s:o,s:o,s:o}", "tool",
-	                         "kiln-bench", "version", KILN_VERSION, "schema", SCHEMA,
-	                         "started_unix_ms", (json_int_t)R->started_unix_ms, "wall_s",
-	                         R->wall_s, "interrupted", R->interrupted, "target", R->target_desc,
-	                         "workload", R->workload, "host", host_json(R), "options",
-	                         options_json(o), "runs", runs);
+	json_t *root =
+	        json_pack("{s:s,s:s,s:i,s:I,s:f,s:b,s:s,s:s,s:o,s:o,s:o}", "tool", "kiln-bench",
+	                  "version", KILN_VERSION, "schema", SCHEMA, "started_unix_ms",
+	                  (json_int_t)R->started_unix_ms, "wall_s", R->wall_s, "interrupted",
+	                  R->interrupted, "target", R->target_desc, "workload", R->workload, "host",
+	                  host_json(R), "options", options_json(o), "runs", runs);
 	phases_json(root, R);
 	int r = json_dump_file(root, path, JSON_INDENT(1) | JSON_REAL_PRECISION(6));
 	json_decref(root);
@@ -546,14 +554,16 @@ check_group(json_t *run, const char *key, const char *path, const char *rname, l
 	long long sum[3] = {0, 0, 0};
 	const char *k;
 	json_t *v;
-	json_object_foreach (g, k, v) {
+	json_object_foreach(g, k, v)
+	{
 		snprintf(where, sizeof where, "run %s %s %s", rname, key, k);
 		check_counts(v, path, where, sum, f);
 	}
 	static const char *const names[] = {"sent", "results", "errors"};
 	for (int i = 0; i < 3 && need_equal; i++)
 		if (sum[i] != total[i])
-			problem(f, path, "run %s: %s summed over the group is %lld, the run says %lld",
+			problem(f, path,
+			        "run %s: %s summed over the group is %lld, the run says %lld",
 			        rname, names[i], sum[i], total[i]);
 }
 
@@ -563,8 +573,7 @@ sum_kinds(json_t *o)
 	long long n = 0;
 	const char *k;
 	json_t *v;
-	json_object_foreach (o, k, v)
-		n += json_is_integer(v) ? json_integer_value(v) : 0;
+	json_object_foreach(o, k, v) n += json_is_integer(v) ? json_integer_value(v) : 0;
 	return n;
 }
 
@@ -612,7 +621,8 @@ bench_check_json(const char *path, FILE *f)
 	size_t i;
 	json_t *run;
 	long long sent = 0;
-	json_array_foreach (runs, i, run) {
+	json_array_foreach(runs, i, run)
+	{
 		if (!json_is_object(run)) {
 			problem(f, path, "run #%zu is not an object", i);
 			continue;
@@ -621,8 +631,8 @@ bench_check_json(const char *path, FILE *f)
 		sent += json_integer_value(json_object_get(run, "sent"));
 	}
 	if (!problems)
-		fprintf(f, "%s: well-formed; %zu run%s; %lld calls sent, every count adds up\n", path,
-		        json_array_size(runs), json_array_size(runs) == 1 ? "" : "s", sent);
+		fprintf(f, "%s: well-formed; %zu run%s; %lld calls sent, every count adds up\n",
+		        path, json_array_size(runs), json_array_size(runs) == 1 ? "" : "s", sent);
 	json_decref(root);
 	return problems ? -1 : 0;
 }

@@ -50,8 +50,8 @@ bench_run_describe(bench_run *r, const bench_agents *ag, const bench_load *L, in
 
 /* Agents for the first n tenants of t, per_tenant each (capped by quotas). */
 static int
-open_agents(bench_agents *ag, const bench_target *t, const bench_opts *o,
-            const bench_workload *w, int ntenants, int per_tenant, char *err, size_t errlen)
+open_agents(bench_agents *ag, const bench_target *t, const bench_opts *o, const bench_workload *w,
+            int ntenants, int per_tenant, char *err, size_t errlen)
 {
 	bench_agents_cfg cfg = {.w = w, .call_timeout_ms = o->call_timeout_ms, .seed = o->seed};
 	if (ntenants > t->ntenants) {
@@ -136,8 +136,8 @@ step_pass(const bench_run *r, double slo_ms, char *why, size_t n)
 }
 
 static int
-sweep_step(bench_results *R, const bench_opts *o, bench_target *t, bench_agents *ag,
-           double rate, bool *pass)
+sweep_step(bench_results *R, const bench_opts *o, bench_target *t, bench_agents *ag, double rate,
+           bool *pass)
 {
 	char name[64], why[96];
 	snprintf(name, sizeof name, "sweep-%.0f", rate);
@@ -251,8 +251,8 @@ bench_phase_scaling(bench_results *R, const bench_opts *o, const bench_workload 
 		t.pin = o->pin;
 		t.verbose = o->verbose;
 		if (bench_progress)
-			fprintf(stderr, "kiln-bench: scaling: starting kiln-scheduler + %d kiln-node\n",
-			        n);
+			fprintf(stderr,
+			        "kiln-bench: scaling: starting kiln-scheduler + %d kiln-node\n", n);
 		if ((r = bench_target_start(&t, err, sizeof err)) < 0) {
 			fprintf(stderr, "kiln-bench: scaling with %d nodes: %s\n", n, err);
 			break;
@@ -284,8 +284,8 @@ bench_phase_scaling(bench_results *R, const bench_opts *o, const bench_workload 
 /* ---- fairness ---- */
 
 static int
-fair_run(bench_results *R, const bench_opts *o, bench_target *t, bench_agents *ag,
-         const char *name, int flood, double flood_rate)
+fair_run(bench_results *R, const bench_opts *o, bench_target *t, bench_agents *ag, const char *name,
+         int flood, double flood_rate)
 {
 	bench_run *run = bench_run_add(R, name, "fairness");
 	if (!run)
@@ -320,8 +320,9 @@ bench_phase_fairness(bench_results *R, const bench_opts *o, bench_target *t,
 		                    : t->tenants[i].rate > 0)
 			flood = i;
 	if (nt < 2 || flood < 0 || !t->tenants[flood].rate) {
-		fprintf(stderr, "kiln-bench: fairness: needs two tenants or more, one of them (%s) "
-		                "with a rate quota; this target has %d\n",
+		fprintf(stderr,
+		        "kiln-bench: fairness: needs two tenants or more, one of them (%s) "
+		        "with a rate quota; this target has %d\n",
 		        o->flood_tenant ? o->flood_tenant : "any", t->ntenants);
 		return -EINVAL;
 	}

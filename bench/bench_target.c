@@ -191,8 +191,8 @@ bench_proc_cpu_s(pid_t pid)
 	if (!p)
 		return -1;
 	unsigned long utime = 0, stime = 0;
-	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
-	           &stime) != 2)
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) !=
+	    2)
 		return -1;
 	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
@@ -251,7 +251,8 @@ wait_ready(bench_target *t, int want, int timeout_ms, char *err, size_t errlen)
 		snprintf(err, errlen, "interrupted");
 		return -EINTR;
 	}
-	snprintf(err, errlen, "the cluster at %s did not get %d ready nodes in %d ms (%d ready%s%s)",
+	snprintf(err, errlen,
+	         "the cluster at %s did not get %d ready nodes in %d ms (%d ready%s%s)",
 	         t->client_url, want, timeout_ms, ready < 0 ? 0 : ready, *e ? "; " : "", e);
 	return -ETIMEDOUT;
 }
@@ -310,8 +311,8 @@ dev_start(bench_target *t, char *err, size_t errlen)
 	snprintf(nodes, sizeof nodes, "%d", t->nodes);
 	snprintf(warm, sizeof warm, "%d", t->warm);
 	snprintf(log, sizeof log, "%s/kiln-dev.log", t->dir);
-	char *argv[] = {exe,     "dev",   "--no-demo", "--listen", listen, "--node-listen",
-	                nlisten, "--nodes", nodes,     "--warm",   warm,   NULL};
+	char *argv[] = {exe,     "dev",     "--no-demo", "--listen", listen, "--node-listen",
+	                nlisten, "--nodes", nodes,       "--warm",   warm,   NULL};
 	pid_t p = spawn(argv, t->verbose ? NULL : log, -1);
 	if (p < 0) {
 		snprintf(err, errlen, "spawn %s: %s", exe, strerror((int)-p));
@@ -392,10 +393,20 @@ spawn_node(bench_target *t, int i, const char *sched_exe, const char *node_url, 
 	snprintf(log, sizeof log, "%s/node-%d.log", t->dir, i);
 	snprintf(name, sizeof name, "bench-n%d", i);
 	snprintf(warm, sizeof warm, "%d", t->warm);
-	char *argv[24] = {exe,    "--scheduler", (char *)node_url, "--token-file",
-	                  tok,    "--name",      name,             "--warm",
-	                  warm,   "--allow-unenforced-limits",     "--grace-ms",
-	                  "2000", "--log",       "warn"};
+	char *argv[24] = {exe,
+	                  "--scheduler",
+	                  (char *)node_url,
+	                  "--token-file",
+	                  tok,
+	                  "--name",
+	                  name,
+	                  "--warm",
+	                  warm,
+	                  "--allow-unenforced-limits",
+	                  "--grace-ms",
+	                  "2000",
+	                  "--log",
+	                  "warn"};
 	int n = 14;
 	if (i == 0 && t->direct) {
 		int port = bench_free_port();

@@ -66,17 +66,18 @@ parse_input(bench_step *s, const char *tool, json_t *in, int line, char *err, si
 	case BT_EXEC: {
 		json_t *argv = json_object_get(in, "argv");
 		if (!json_is_array(argv) || !json_array_size(argv)) {
-			snprintf(err, errlen, "trace line %d: exec needs input.argv, a non-empty array",
-			         line);
+			snprintf(err, errlen,
+			         "trace line %d: exec needs input.argv, a non-empty array", line);
 			return -EINVAL;
 		}
 		s->argv = kl_xcalloc(json_array_size(argv) + 1, sizeof *s->argv);
 		size_t i;
 		json_t *v;
-		json_array_foreach (argv, i, v) {
+		json_array_foreach(argv, i, v)
+		{
 			if (!json_is_string(v)) {
-				snprintf(err, errlen, "trace line %d: input.argv[%zu] is not a string",
-				         line, i);
+				snprintf(err, errlen,
+				         "trace line %d: input.argv[%zu] is not a string", line, i);
 				return -EINVAL;
 			}
 			s->argv[s->argc++] = kl_xstrdup(json_string_value(v));
@@ -89,7 +90,8 @@ parse_input(bench_step *s, const char *tool, json_t *in, int line, char *err, si
 		if (r && (!json_is_array(r) || json_array_size(r) != 2 ||
 		          !json_is_integer(json_array_get(r, 0)) ||
 		          !json_is_integer(json_array_get(r, 1)))) {
-			snprintf(err, errlen, "trace line %d: view_range must be [start, end]", line);
+			snprintf(err, errlen, "trace line %d: view_range must be [start, end]",
+			         line);
 			return -EINVAL;
 		}
 		if (r) {
@@ -154,8 +156,7 @@ parse_line(bench_workload *w, const char *text, int line, char *err, size_t errl
 	json_error_t je;
 	json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &je);
 	if (!o || !json_is_object(o)) {
-		snprintf(err, errlen, "trace line %d: %s", line,
-		         o ? "not a JSON object" : je.text);
+		snprintf(err, errlen, "trace line %d: %s", line, o ? "not a JSON object" : je.text);
 		json_decref(o);
 		return -EINVAL;
 	}
@@ -165,8 +166,10 @@ parse_line(bench_workload *w, const char *text, int line, char *err, size_t errl
 	json_t *think = json_object_get(o, "think_ms"), *tmo = json_object_get(o, "timeout_ms");
 	bench_step s = {0};
 	if (!json_is_string(tool) || !json_is_object(in)) {
-		snprintf(err, errlen, "trace line %d: needs \"tool\" (a string) and \"input\" (an "
-		         "object)", line);
+		snprintf(err, errlen,
+		         "trace line %d: needs \"tool\" (a string) and \"input\" (an "
+		         "object)",
+		         line);
 		goto out;
 	}
 	if ((agent && !json_is_string(agent)) || (tenant && !json_is_string(tenant)) ||
@@ -234,8 +237,9 @@ bench_workload_trace(const char *path, bench_workload *w, char *err, size_t errl
 	fclose(f);
 	for (int i = 0; r == 0 && i < w->nscripts; i++)
 		if (!w->scripts[i].nsteps) {
-			snprintf(err, errlen, "trace %s: agent %s has setup calls but no measured call",
-			         path, w->scripts[i].name);
+			snprintf(err, errlen,
+			         "trace %s: agent %s has setup calls but no measured call", path,
+			         w->scripts[i].name);
 			r = -EINVAL;
 		}
 	if (r == 0 && !w->nscripts) {

@@ -228,7 +228,7 @@ int
 bench_workload_profile(const char *name, bench_workload *w, char *err, size_t errlen)
 {
 	static void (*const fns[])(bench_script *) = {profile_coding, profile_shell, profile_file,
-	                                               profile_true};
+	                                              profile_true};
 	for (int i = 0; bench_profile_names[i]; i++) {
 		if (strcmp(bench_profile_names[i], name))
 			continue;

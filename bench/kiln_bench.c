@@ -48,14 +48,16 @@ usage(FILE *f)
 	        "The capacity benchmark: drives a real kiln cluster with tenants' agents making\n"
 	        "tool calls, and answers how many nodes of this size a workload needs at a given\n"
 	        "p99. Run it as root (the cluster's sandboxes need it). Latency is measured from\n"
-	        "each call's intended send time, so an overloaded cluster cannot hide the calls it\n"
+	        "each call's intended send time, so an overloaded cluster cannot hide the calls "
+	        "it\n"
 	        "delayed. By default: one open-loop run against a `kiln dev` it starts itself.\n"
 	        "\n"
 	        "Target (which cluster):\n"
 	        "  --target dev|procs|external|tunnel\n"
 	        "                        dev (default): spawn `kiln dev --no-demo` (found beside\n"
 	        "                        kiln-bench) on free loopback ports; procs: spawn\n"
-	        "                        kiln-scheduler + N kiln-node processes (config and tokens\n"
+	        "                        kiln-scheduler + N kiln-node processes (config and "
+	        "tokens\n"
 	        "                        in a temporary directory); external: a running scheduler\n"
 	        "                        (--scheduler); tunnel: through the egress tunnel (not\n"
 	        "                        available yet: needs the control-plane simulator)\n"
@@ -66,10 +68,12 @@ usage(FILE *f)
 	        "  --pin                 procs: pin node process i to CPU i mod ncpu\n"
 	        "  --scheduler URL       external: the scheduler's client URL (implies --target\n"
 	        "                        external)\n"
-	        "  --tenant NAME=TOKEN   external: a tenant to drive (repeatable; default dev with\n"
+	        "  --tenant NAME=TOKEN   external: a tenant to drive (repeatable; default dev "
+	        "with\n"
 	        "                        kiln-dev-token)\n"
 	        "  --admin-token TOKEN   external: admin token for status samples (nodes, slots)\n"
-	        "  --bindir DIR          where kiln, kiln-scheduler and kiln-node are (default: the\n"
+	        "  --bindir DIR          where kiln, kiln-scheduler and kiln-node are (default: "
+	        "the\n"
 	        "                        directory of kiln-bench)\n"
 	        "  --verbose             the cluster's logs on stderr instead of a temporary file\n"
 	        "\n"
@@ -112,7 +116,8 @@ usage(FILE *f)
 	        "  --size-agents X       sizing: agents to serve (default 1000)\n"
 	        "  --size-calls-per-min Y  sizing: tool calls per agent per minute (default 6)\n"
 	        "  --headroom H          sizing: spare capacity kept, 0..0.9 (default 0.3)\n"
-	        "  --baselines           bare posix_spawn, cold bubblewrap, straight to the node vs\n"
+	        "  --baselines           bare posix_spawn, cold bubblewrap, straight to the node "
+	        "vs\n"
 	        "                        through the scheduler, spawned cat vs read, spawn\n"
 	        "                        throughput vs the whole path (own 1-node cluster)\n"
 	        "  --baseline-iterations N  calls per baseline loop (default 300)\n"
@@ -120,7 +125,8 @@ usage(FILE *f)
 	        "  --scaling[=LIST]      closed-loop runs against 1,2,4 (or LIST) kiln-node\n"
 	        "                        processes on this machine\n"
 	        "  --scaling-seconds S   measured seconds per scaling run (default 8)\n"
-	        "  --fairness            one tenant floods at --flood-factor x its rate quota while\n"
+	        "  --fairness            one tenant floods at --flood-factor x its rate quota "
+	        "while\n"
 	        "                        the others run at --fair-rate; compared with no flood\n"
 	        "  --flood-tenant NAME   the flooding tenant (default: the last one with a quota,\n"
 	        "                        globex)\n"
@@ -239,8 +245,8 @@ parse_list(const char *v, bench_opts *o)
 	snprintf(buf, sizeof buf, "%s", v);
 	o->nscaling = 0;
 	for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		if (o->nscaling == 8 ||
-		    inum("--scaling", tok, 1, BENCH_MAX_NODES, &o->scaling_counts[o->nscaling++]) < 0)
+		if (o->nscaling == 8 || inum("--scaling", tok, 1, BENCH_MAX_NODES,
+		                             &o->scaling_counts[o->nscaling++]) < 0)
 			return -1;
 	}
 	return o->nscaling ? 0 : -1;
@@ -490,7 +496,8 @@ option(int c, const char *v, bench_opts *o, const char **check)
 	case O_SCALING:
 		o->scaling = true;
 		if (v && parse_list(v, o) < 0) {
-			fprintf(stderr, "kiln-bench: --scaling wants a list such as 1,2,4 (1 to %d)\n",
+			fprintf(stderr,
+			        "kiln-bench: --scaling wants a list such as 1,2,4 (1 to %d)\n",
 			        BENCH_MAX_NODES);
 			return -1;
 		}
@@ -555,7 +562,8 @@ parse(int argc, char **argv, bench_opts *o, const char **check)
 			return r;
 	}
 	if (optind < argc) {
-		fprintf(stderr, "kiln-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
+		fprintf(stderr, "kiln-bench: unexpected argument '%s' (see --help)\n",
+		        argv[optind]);
 		return -1;
 	}
 	if (o->smoke)
@@ -628,7 +636,8 @@ run_phases(bench_results *R, const bench_opts *o, const bench_workload *w)
 			rc = r;
 		if (o->sweep && !bench_interrupted && (r = bench_phase_sweep(R, o, &t, w)) < 0)
 			rc = r;
-		if (o->fairness && !bench_interrupted && (r = bench_phase_fairness(R, o, &t, w)) < 0)
+		if (o->fairness && !bench_interrupted &&
+		    (r = bench_phase_fairness(R, o, &t, w)) < 0)
 			rc = r;
 		bench_target_stop(&t);
 	} else {
@@ -649,6 +658,8 @@ write_outputs(const bench_results *R, const bench_opts *o)
 {
 	char err[512];
 	int rc = 0;
+	if (!R->nruns && !R->nrows && !R->nplace)
+		return 0; /* nothing ran: the error was said already */
 	bench_print_table(R, stdout);
 	if (R->swept)
 		printf("\n%s\n", R->sizing);

@@ -7,6 +7,7 @@
 #include "kl_util.h"
 
 #include <errno.h>
+#include <stdbool.h>
 
 int64_t
 kl_env_peek_version(const void *buf, size_t len)
@@ -24,6 +25,44 @@ kl_env_peek_version(const void *buf, size_t len)
 			return v > UINT32_MAX ? -EBADMSG : (int64_t)v;
 	}
 	return -EBADMSG;
+}
+
+/*
+ * protobuf-c accepts field number 0 when the tag is a multi-byte varint (its
+ * check reads only the first byte) and keeps the field as an unknown one,
+ * which packs back as a one-byte tag 0 that no parser accepts: the scheduler
+ * would forward a call its node cannot decode, and the node re-packs its
+ * work too. Such a message is refused at the boundary (found by
+ * fuzz_envelope). True if m or a message below it holds one.
+ */
+static bool
+has_field_zero(const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+	for (unsigned i = 0; i < m->n_unknown_fields; i++)
+		if (m->unknown_fields[i].tag == 0)
+			return true;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)(base + f->quantifier_offset);
+			ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
+			for (size_t k = 0; k < n; k++)
+				if (has_field_zero(v[k]))
+					return true;
+		} else {
+			const ProtobufCMessage *sub = *(ProtobufCMessage *const *)(base + f->offset);
+			if (sub && has_field_zero(sub))
+				return true;
+		}
+	}
+	return false;
 }
 
 int
@@ -49,7 +88,7 @@ kl_env_decode(const void *buf, size_t len, size_t max, Kiln__Envelope **ret, uin
 		kiln__envelope__free_unpacked(e, NULL);
 		return -EPROTO;
 	}
-	if (e->msg_case == KILN__ENVELOPE__MSG__NOT_SET) {
+	if (e->msg_case == KILN__ENVELOPE__MSG__NOT_SET || has_field_zero(&e->base)) {
 		kiln__envelope__free_unpacked(e, NULL);
 		return -EBADMSG;
 	}

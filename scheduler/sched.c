@@ -437,14 +437,6 @@ on_opened(sched *s, snode *n, Kiln__SessionOpened *o)
 {
 	const char *sid = o->session ? o->session->session_id : "";
 	ssess *ss = kl_map_get(&s->sessions, sid);
-	if ((!ss || ss->node != n) && o->code == KILN__CODE__OK && *sid) {
-		/* A late open from a node that was declared lost meanwhile: the
-		 * session was dropped or placed again elsewhere. Nobody can reach
-		 * this copy: close it rather than leave its sandbox behind. */
-		node_queue_ctrl(n, SI_CLOSE, NULL, sid, 0);
-		sched_hb_flush(s, n);
-		return;
-	}
 	if (!ss || ss->node != n || ss->state != S_OPENING)
 		return;
 	if (n->pending_opens)
@@ -530,8 +522,13 @@ rebuild_sessions(sched *s, snode *n, Kiln__NodeRegister *reg)
 		if (ss)
 			continue; /* already known (reconnect of a live node) */
 		sched_tenant *t = sched_tenants_find(&s->tenants, si->tenant);
-		if (!t || strlen(si->session_id) >= sizeof ss->id) {
-			/* A tenant this scheduler does not know: nobody can reach it. */
+		/* A tenant this scheduler does not know, or the session of a one-shot
+		 * call (it existed for that call only, whose client was told the
+		 * outcome is unknown when the old scheduler went away; adopted, it
+		 * would show up as a session the tenant never opened): nobody can
+		 * use it, close it. */
+		if (!t || strlen(si->session_id) >= sizeof ss->id ||
+		    !strncmp(si->session_id, SCHED_ONESHOT_PREFIX, strlen(SCHED_ONESHOT_PREFIX))) {
 			node_queue_ctrl(n, SI_CLOSE, NULL, si->session_id, 0);
 			continue;
 		}

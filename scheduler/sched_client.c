@@ -157,22 +157,24 @@ sess_free(sched *s, ssess *ss, int code, const char *msg)
 }
 
 static void
-new_session_id(sched *s, char *out, size_t len)
+new_session_id(sched *s, char *out, size_t len, bool ephemeral)
 {
 	uint64_t r;
 	if (getrandom(&r, sizeof r, 0) != sizeof r)
 		r = kl_now_ns() ^ s->placements;
-	snprintf(out, len, "s-%016llx", (unsigned long long)r);
+	snprintf(out, len, "%s%016llx", ephemeral ? SCHED_ONESHOT_PREFIX : "s-",
+	         (unsigned long long)r);
 }
 
 /* Create a session in OPENING state on node n. `o` is the client's request
- * (may be NULL for a one-shot call); env is copied from it. */
+ * (NULL for a one-shot call, whose session is ephemeral); env is copied from it. */
 static ssess *
 sess_new(sched *s, sched_tenant *t, snode *n, const char *tmpl, const Kiln__Limits *lim,
          const Kiln__SessionOpen *o)
 {
 	ssess *ss = kl_xcalloc(1, sizeof *ss);
-	new_session_id(s, ss->id, sizeof ss->id);
+	ss->ephemeral = !o;
+	new_session_id(s, ss->id, sizeof ss->id, ss->ephemeral);
 	ss->tenant = t;
 	ss->node = n;
 	kl_strlcpy(ss->template_, tmpl ? tmpl : "", sizeof ss->template_);
@@ -350,7 +352,6 @@ do_call(sched *s, sctx *c, sched_tenant *t, Kiln__Envelope *e)
 			return fail(s, c, KILN__CODE__UNAVAILABLE, 1000,
 			            "no node can take a session now; retry later");
 		ss = sess_new(s, t, n, tc->template_, &lim, NULL);
-		ss->ephemeral = true;
 	}
 	sjob *j = kl_xcalloc(1, sizeof *j);
 	j->id = s->next_job++;

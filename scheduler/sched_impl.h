@@ -22,6 +22,10 @@
 
 #define SCHED_COMPONENT "scheduler"
 
+/* Session ids of one-shot calls: nodes report them like any other session,
+ * and a restarted scheduler must tell them apart (see rebuild_sessions). */
+#define SCHED_ONESHOT_PREFIX "e-"
+
 typedef struct sctx sctx;
 typedef struct snode snode;
 typedef struct ssess ssess;

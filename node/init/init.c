@@ -283,44 +283,61 @@ lo_up(void)
 static int proxy_fd[2] = {-1, -1}; /* KI_PROXY_TCP, KI_PROXY_UNIX */
 static char proxy_why[256];
 
+/* Bind the unix listener at KI_PROXY_PATH; 0 or -errno. */
+static int
+proxy_bind(int s)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	strcpy(a.sun_path, KI_PROXY_PATH);
+	mkdir("/run", 0755);
+	mkdir(KI_PROXY_DIR, 0755);
+	return bind(s, (struct sockaddr *)&a, sizeof a) < 0 ? -errno : 0;
+}
+
 /* After pivot_root, while the root is still writable. Best effort: a template
  * whose /run cannot hold the socket still starts, with TCP only (the reason
  * goes to the node in KI_READY). */
 static void
 proxy_unix(void)
 {
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	const char *step;
+	const char *step = "bind " KI_PROXY_PATH;
 	int covered = 0;
-	mkdir("/run", 0755);
-	if (mkdir(KI_PROXY_DIR, 0755) < 0 && errno == EROFS) {
-		/* The template's own /run is a read-only bind: cover it. */
-		covered = mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-		                "mode=0755,size=65536") == 0;
-		mkdir(KI_PROXY_DIR, 0755);
-	}
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	strcpy(a.sun_path, KI_PROXY_PATH);
-	if (s < 0)
+	if (s < 0) {
 		step = "socket";
-	else if (bind(s, (struct sockaddr *)&a, sizeof a) < 0)
-		step = "bind " KI_PROXY_PATH;
-	else if (chmod(KI_PROXY_PATH, 0666) < 0)
-		step = "chmod " KI_PROXY_PATH;
-	else if (listen(s, 128) < 0)
-		step = "listen";
-	else
-		step = NULL;
-	if (step) {
-		snprintf(proxy_why, sizeof proxy_why, "egress proxy unix socket: %s: %s", step,
-		         strerror(errno));
-		if (s >= 0)
-			close(s);
-		return;
+		goto fail;
 	}
+	int r = proxy_bind(s);
+	if (r == -EROFS || r == -EADDRINUSE) {
+		/* The template brings its own /run (a read-only bind, perhaps with a
+		 * kiln directory in it): cover it with an empty one. */
+		if (mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		          "mode=0755,size=65536") < 0) {
+			step = "mount tmpfs on /run";
+			goto fail;
+		}
+		covered = 1;
+		r = proxy_bind(s);
+	}
+	if (r < 0) {
+		errno = -r;
+		goto fail;
+	}
+	step = "chmod " KI_PROXY_PATH;
+	if (chmod(KI_PROXY_PATH, 0666) < 0)
+		goto fail;
+	step = "listen";
+	if (listen(s, 128) < 0)
+		goto fail;
 	proxy_fd[1] = s;
 	if (covered) /* read-only like the rest of the root */
 		set_attr("/run", MOUNT_ATTR_RDONLY, 0);
+	return;
+fail:
+	snprintf(proxy_why, sizeof proxy_why, "egress proxy unix socket: %s: %s", step,
+	         strerror(errno));
+	if (s >= 0)
+		close(s);
 }
 
 /* After lo is up. The sandbox's netns is fresh, so this cannot collide. */

@@ -547,16 +547,20 @@ gw_kind_name(uint8_t kind)
 	}
 }
 
-/* ---- CONTROL stream messages ---- */
+/* ---- stream messages ---- */
 
 int
-gw_ctl_parse(const void *buf, size_t len, struct gw_ctl_msg *ret)
+gw_ctl_parse(const void *buf, size_t len, uint32_t max, struct gw_ctl_msg *ret)
 {
 	const uint8_t *p = buf;
+	if (!max)
+		max = GW_CTL_BODY_DEFAULT;
+	if (max > GW_CTL_BODY_MAX)
+		max = GW_CTL_BODY_MAX;
 	if (len < GW_CTL_HDR_LEN)
 		return 0;
 	uint32_t blen = gw_get32(p);
-	if (blen > GW_CTL_BODY_MAX)
+	if (blen > max)
 		return -EMSGSIZE;
 	uint16_t flags = (uint16_t)(p[6] << 8 | p[7]);
 	if (flags)
@@ -578,97 +582,4 @@ gw_ctl_hdr_encode(uint8_t out[GW_CTL_HDR_LEN], uint16_t type, uint32_t body_len)
 	out[5] = (uint8_t)type;
 	out[6] = 0;
 	out[7] = 0;
-}
-
-size_t
-gw_ctl_resume_size(size_t n_inflight, size_t n_unacked)
-{
-	return GW_CTL_HDR_LEN + 8 + 8 * (n_inflight + n_unacked);
-}
-
-size_t
-gw_ctl_ack_size(size_t n)
-{
-	return GW_CTL_HDR_LEN + 4 + 8 * n;
-}
-
-static uint8_t *
-put_ids(uint8_t *q, const uint64_t *ids, size_t n)
-{
-	gw_put32(q, (uint32_t)n);
-	q += 4;
-	for (size_t i = 0; i < n; i++, q += 8)
-		gw_put64(q, ids[i]);
-	return q;
-}
-
-int
-gw_ctl_resume_encode(uint8_t *out, size_t cap, const uint64_t *inflight, size_t n_inflight,
-                     const uint64_t *unacked, size_t n_unacked)
-{
-	if (n_inflight > GW_CTL_BODY_MAX / 8 || n_unacked > GW_CTL_BODY_MAX / 8)
-		return -EMSGSIZE;
-	size_t n = gw_ctl_resume_size(n_inflight, n_unacked);
-	if (n - GW_CTL_HDR_LEN > GW_CTL_BODY_MAX)
-		return -EMSGSIZE;
-	if (cap < n)
-		return -ENOBUFS;
-	gw_ctl_hdr_encode(out, GW_CTL_RESUME, (uint32_t)(n - GW_CTL_HDR_LEN));
-	uint8_t *q = put_ids(out + GW_CTL_HDR_LEN, inflight, n_inflight);
-	put_ids(q, unacked, n_unacked);
-	return (int)n;
-}
-
-/* An id list at *off in body: advances *off. */
-static int
-get_ids(const struct gw_ctl_msg *m, size_t *off, struct gw_ids *ret)
-{
-	if (m->len - *off < 4)
-		return -EBADMSG;
-	uint32_t n = gw_get32(m->body + *off);
-	*off += 4;
-	if (n > (m->len - *off) / 8)
-		return -EBADMSG;
-	ret->p = m->body + *off;
-	ret->n = n;
-	*off += (size_t)n * 8;
-	return 0;
-}
-
-int
-gw_ctl_resume_decode(const struct gw_ctl_msg *msg, struct gw_ids *ret_inflight,
-                     struct gw_ids *ret_unacked)
-{
-	struct gw_ids a, b;
-	size_t off = 0;
-	if (msg->type != GW_CTL_RESUME || get_ids(msg, &off, &a) < 0 ||
-	    get_ids(msg, &off, &b) < 0 || off != msg->len)
-		return -EBADMSG;
-	*ret_inflight = a;
-	*ret_unacked = b;
-	return 0;
-}
-
-int
-gw_ctl_ack_encode(uint8_t *out, size_t cap, const uint64_t *ids, size_t n)
-{
-	if (n > (GW_CTL_BODY_MAX - 4) / 8)
-		return -EMSGSIZE;
-	size_t total = gw_ctl_ack_size(n);
-	if (cap < total)
-		return -ENOBUFS;
-	gw_ctl_hdr_encode(out, GW_CTL_ACK, (uint32_t)(total - GW_CTL_HDR_LEN));
-	put_ids(out + GW_CTL_HDR_LEN, ids, n);
-	return (int)total;
-}
-
-int
-gw_ctl_ack_decode(const struct gw_ctl_msg *msg, struct gw_ids *ret_ids)
-{
-	struct gw_ids a;
-	size_t off = 0;
-	if (msg->type != GW_CTL_ACK || get_ids(msg, &off, &a) < 0 || off != msg->len)
-		return -EBADMSG;
-	*ret_ids = a;
-	return 0;
 }

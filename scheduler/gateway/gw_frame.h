@@ -214,18 +214,19 @@ const char *gw_code_name(uint32_t code);
 const char *gw_type_name(uint8_t type);
 const char *gw_kind_name(uint8_t kind);
 
-/* ---- CONTROL stream messages (docs/tunnel.md, "The CONTROL stream") ----
- * u32 body length, u16 type, u16 flags (0), body. */
+/* ---- messages on CONTROL and WORK streams (docs/tunnel.md, "Stream
+ * messages"): u32 body length, u16 type, u16 flags (0), body. The body of an
+ * ENVELOPE is a kiln.proto Envelope: TunnelControl (RESUME, ACK) on the
+ * CONTROL stream, TunnelRequest and TunnelReply on WORK streams. ---- */
 
-#define GW_CTL_HDR_LEN  8
-#define GW_CTL_BODY_MAX (1u << 20)
+#define GW_CTL_HDR_LEN      8
+#define GW_CTL_BODY_DEFAULT (1u << 20)  /* limit when the caller gives none */
+#define GW_CTL_BODY_MAX     (72u << 20) /* hard limit: KL_MAX_MSG, the largest Envelope */
 
 enum gw_ctl_type {
-	GW_CTL_ENVELOPE = 0x0001, /* body: a kiln.proto Envelope */
-	GW_CTL_RESUME = 0x0002,   /* gateway -> plane after a reconnect */
-	GW_CTL_ACK = 0x0003,      /* plane -> gateway: results it has stored */
+	GW_CTL_ENVELOPE = 0x0001,
 };
-#define GW_CTL_IGNORABLE 0x8000 /* unknown types with this bit are skipped */
+#define GW_CTL_IGNORABLE 0x8000 /* unknown types with this bit are skipped, others refused */
 
 struct gw_ctl_msg {
 	uint16_t type;
@@ -234,34 +235,12 @@ struct gw_ctl_msg {
 	uint32_t len;
 };
 
-/* A list of u64 ids inside a message body (big-endian, not aligned). */
-struct gw_ids {
-	const uint8_t *p;
-	uint32_t n;
-};
-
-static inline uint64_t
-gw_ids_get(const struct gw_ids *v, uint32_t i)
-{
-	return gw_get64(v->p + (size_t)i * 8);
-}
-
 /* One message from the front of buf: >0 bytes used (*ret filled), 0 if more
- * bytes are needed, -EMSGSIZE if the body exceeds GW_CTL_BODY_MAX, -EBADMSG
- * if the flags are not 0. */
-int gw_ctl_parse(const void *buf, size_t len, struct gw_ctl_msg *ret);
+ * bytes are needed, -EMSGSIZE if the body exceeds max (0: the default; never
+ * above GW_CTL_BODY_MAX), -EBADMSG if the flags are not 0. The type is not
+ * checked: the caller knows which it takes. The length is checked as soon as
+ * the header is there, so a reader never buffers more than max + 8 bytes. */
+int gw_ctl_parse(const void *buf, size_t len, uint32_t max, struct gw_ctl_msg *ret);
 void gw_ctl_hdr_encode(uint8_t out[GW_CTL_HDR_LEN], uint16_t type, uint32_t body_len);
-
-/* RESUME body: u32 n, n x u64 in-flight job ids, u32 m, m x u64 unacked
- * result ids. ACK body: u32 n, n x u64 result ids. The encoders write a whole
- * message (header included) and return its size, -ENOBUFS or -EMSGSIZE. */
-size_t gw_ctl_resume_size(size_t n_inflight, size_t n_unacked);
-int gw_ctl_resume_encode(uint8_t *out, size_t cap, const uint64_t *inflight, size_t n_inflight,
-                         const uint64_t *unacked, size_t n_unacked);
-int gw_ctl_resume_decode(const struct gw_ctl_msg *msg, struct gw_ids *ret_inflight,
-                         struct gw_ids *ret_unacked);
-size_t gw_ctl_ack_size(size_t n);
-int gw_ctl_ack_encode(uint8_t *out, size_t cap, const uint64_t *ids, size_t n);
-int gw_ctl_ack_decode(const struct gw_ctl_msg *msg, struct gw_ids *ret_ids);
 
 #endif

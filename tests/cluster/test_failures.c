@@ -232,6 +232,38 @@ open_on(kiln_client *k, int i)
 	KT_FAIL("no session landed on node %d in 300 opens", i);
 }
 
+/* One-shot sessions ("e-..." ids) that ran a call on some node of c and
+ * were not closed there (yet). */
+static int
+oneshots_open(kt_cluster *c)
+{
+	char ids[256][40];
+	int n = 0, open = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < c->nnodes; i++) {
+			char path[512], line[4096], id[40];
+			snprintf(path, sizeof path, "%s/node-%d.log", c->dir, i);
+			FILE *f = fopen(path, "r");
+			while (f && fgets(line, sizeof line, f)) {
+				char *p = strstr(line, "session=e-");
+				if (!p || sscanf(p + 8, "%39[^ ]", id) != 1)
+					continue;
+				for (int k = 0; k < n; k++)
+					if (!strcmp(ids[k], id) && pass == 1 &&
+					    strstr(p, " closing"))
+						ids[k][0] = 0; /* closed */
+				if (pass == 0 && strstr(p, START) && n < 256)
+					kl_strlcpy(ids[n++], id, sizeof ids[n]);
+			}
+			if (f)
+				fclose(f);
+		}
+	}
+	for (int k = 0; k < n; k++)
+		open += ids[k][0] != 0;
+	return open;
+}
+
 static void
 check_once(kt_cluster *c, const char *when)
 {
@@ -475,20 +507,25 @@ TEST(scheduler_restart_recovers_sessions)
 		used += per_node[i] > 0;
 	}
 	ASSERT_GE(used, 3);
-	/* A call in flight at the kill appends a line: a second execution would
-	 * show as a second line. */
-	int before = kt_cluster_log_count(&cl, where[0], START);
-	pending inf;
-	call_async(a, ids[0], NULL, "sleep 3; echo ran >> runs.txt; echo ok", &inf);
-	wait_starts(&cl, where[0], where[0], before + 1);
+	/* Calls in flight at the kill: one in a session appends a line (a second
+	 * execution would show as a second line), and a one-shot call. */
+	int before = starts(&cl, 0, NNODES - 1);
+	pending inf[2];
+	call_async(a, ids[0], NULL, "sleep 3; echo ran >> runs.txt; echo ok", &inf[0]);
+	call_async(a, "", NULL, "sleep 3; echo one-shot", &inf[1]);
+	wait_starts(&cl, 0, NNODES - 1, before + 2);
 	int regs = kt_cluster_sched_log_count(&cl, " registered: ");
 	uint64_t t0 = kl_now_ms();
 	kt_cluster_kill_sched(&cl, SIGKILL);
-	pending_wait(&inf, 20000);
-	fprintf(stderr, "call in flight at the scheduler's kill: err %d (%s), outcome_unknown %d\n",
-	        inf.err, inf.msg, inf.outcome_unknown);
-	ASSERT_LT(inf.err, 0);
-	ASSERT(inf.outcome_unknown);
+	for (int i = 0; i < 2; i++) {
+		pending_wait(&inf[i], 20000);
+		fprintf(stderr,
+		        "%s call in flight at the scheduler's kill: err %d (%s), outcome_unknown "
+		        "%d\n",
+		        i ? "one-shot" : "session", inf[i].err, inf[i].msg, inf[i].outcome_unknown);
+		ASSERT_LT(inf[i].err, 0);
+		ASSERT(inf[i].outcome_unknown);
+	}
 	kt_cluster_start_sched(&cl);
 	kt_cluster_wait_nodes(&cl, NNODES);
 	fprintf(stderr, "scheduler back with %d nodes %llu ms after the kill (%d registrations)\n",
@@ -520,6 +557,16 @@ TEST(scheduler_restart_recovers_sessions)
 		for (int i = 0; i < N; i++)
 			ASSERT(strcmp(l->sessions[j]->session_id, ids[i]) != 0);
 	kiln_list_free(l);
+	/* alpha sees its N sessions, no more: the one-shot call's session is not
+	 * handed to the tenant as a session of its own. */
+	ASSERT_EQ(kiln_session_list(a, &l), 0);
+	fprintf(stderr, "alpha lists %zu sessions after the restart\n", l->n_sessions);
+	ASSERT_EQ(l->n_sessions, N);
+	kiln_list_free(l);
+	/* ...and the node closed that session (killing the call if it still ran). */
+	for (int i = 0; i < 500 && oneshots_open(&cl) > 0; i++)
+		usleep(20000);
+	ASSERT_EQ(oneshots_open(&cl), 0);
 	/* The interrupted call ran once (it was started before the kill). */
 	ASSERT_STR_EQ(bash_out(a, ids[0], "cat runs.txt"), "ran\n");
 	for (int i = 0; i < N; i++) {
@@ -632,7 +679,7 @@ TEST(stopped_node_is_lost_then_rejoins)
 	kt_cluster_kill_node(&cl, V, SIGCONT);
 	for (int i = 0; i < 500 && kt_cluster_sched_log_count(&cl, reg) <= regs; i++)
 		usleep(20000);
-	ASSERT_EQ(kt_cluster_sched_log_count(&cl, reg), regs + 1);
+	ASSERT_GE(kt_cluster_sched_log_count(&cl, reg), regs + 1);
 	kt_cluster_wait_nodes(&cl, NNODES);
 	fprintf(stderr, "%s registered again %llu ms after the SIGSTOP\n", cl.names[V],
 	        (unsigned long long)(kl_now_ms() - t0));
@@ -798,7 +845,8 @@ TEST(no_call_ran_twice)
 
 TEST(teardown)
 {
-	kt_cluster_stop(&fc);
+	if (fc.dir[0]) /* prepared (not when a single test is run by name) */
+		kt_cluster_stop(&fc);
 	kt_cluster_stop(&cl);
 }
 

@@ -75,8 +75,10 @@ abs_path_case(fz_reader *in)
 	         "not idempotent: '%s'", out);
 	if (path[0] != '/') {
 		char wd[PATH_MAX] = "/";
-		if (*workdir && fs_abs_path("/", workdir, wd, sizeof wd, &r2) < 0)
+		if (*workdir && fs_abs_path("/", workdir, wd, sizeof wd, &r2) < 0) {
+			fs_result_fini(&r2);
 			goto done;
+		}
 		size_t n = strlen(wd);
 		FZ_CHECK(n == 1 || !strcmp(out, wd) || (!strncmp(out, wd, n) && out[n] == '/'),
 		         "relative '%s' escaped '%s' to '%s'", path, wd, out);

@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #define MIB (1ull << 20)
+/* How far memory.peak may pass memory.max: see memory_hog_is_oom_killed. */
+#define PEAK_SLACK (4 * MIB)
 
 static node *n;
 static char tree[512]; /* /sys/fs/cgroup/kiln-<node> */
@@ -260,9 +262,10 @@ TEST(memory_hog_is_oom_killed)
 	ASSERT_EQ(r->signal, 9);
 	ASSERT_CONTAINS(r->message, "out-of-memory");
 	ASSERT_NOT_CONTAINS(kt_out(r), "mem done");
-	/* The kernel lets a task it is killing charge a little past the
-	 * limit so it can exit: memory.peak may exceed memory.max by that. */
-	ASSERT_LE(r->peak_memory_bytes, 65 * MIB);
+	/* The kernel lets a task it is killing charge past the limit so it
+	 * can exit (a forced charge, up to a 2 MiB huge page): memory.peak
+	 * may exceed memory.max by that much. */
+	ASSERT_LE(r->peak_memory_bytes, 64 * MIB + PEAK_SLACK);
 	ASSERT_GE(r->peak_memory_bytes, 32 * MIB);
 	/* The session's own limit fired (oom), not the global OOM killer
 	 * (which counts oom_kill without oom). */
@@ -289,17 +292,20 @@ TEST(bash_memory_hog_is_oom_killed)
 {
 	Kiln__ToolResult *r = run_bash("mem", "kiln-hog mem 200", 60000);
 	fprintf(stderr, "bash hog: code=%d exit=%d oom=%d peak=%llu msg=\"%s\"\n", r->code,
-	        r->exit_code, r->oom_killed, (unsigned long long)r->peak_memory_bytes,
-	        r->message);
+	        r->exit_code, r->oom_killed, (unsigned long long)r->peak_memory_bytes, r->message);
 	ASSERT(r->oom_killed);
 	ASSERT_EQ(r->exit_code, 137); /* the shell survives and reports 128+SIGKILL */
 	ASSERT(r->is_error);
 	ASSERT_CONTAINS(r->message, "out-of-memory");
-	ASSERT_LE(r->peak_memory_bytes, 65 * MIB);
+	ASSERT_LE(r->peak_memory_bytes, 64 * MIB + PEAK_SLACK);
 	kt_free_result(r);
 	/* The same shell runs the next command, and that result says no OOM:
 	 * the kill belongs to the call that caused it. */
 	r = run_bash("mem", "echo after-oom", 10000);
+	/* memory.peak of the shell's leaf covers the shell's life (kernels
+	 * before 6.12 cannot reset it), so this is the hog's peak again. */
+	fprintf(stderr, "GUEST-METRIC bash_after_oom peak=%llu cpu_usec=%llu\n",
+	        (unsigned long long)r->peak_memory_bytes, (unsigned long long)r->cpu_usec);
 	ASSERT_EQ(r->code, 0);
 	ASSERT_STR_EQ(kt_out(r), "after-oom\n");
 	ASSERT(!r->oom_killed);
@@ -422,7 +428,8 @@ TEST(full_session_refuses_spawns_by_pids_max)
 	r = run_exec("pids", 10000, argv);
 	long long ev = cg_num(rel, "pids.events", "max");
 	fprintf(stderr,
-	        "GUEST-METRIC pids_full_spawn code=%s exit=%d msg=\"%s\" pids_events_max=%lld->%lld\n",
+	        "GUEST-METRIC pids_full_spawn code=%s exit=%d msg=\"%s\" "
+	        "pids_events_max=%lld->%lld\n",
 	        kl_code_name(r->code), r->exit_code, r->message, ev0, ev);
 	ASSERT_EQ(r->code, KILN__CODE__TOOL_ERROR);
 	ASSERT_EQ(r->exit_code, 126);
@@ -477,8 +484,8 @@ TEST(cpu_quota_holds)
 	long long thr = cg_num(rel, "cpu.stat", "nr_throttled");
 	double unlimited = spin_share("free", 2000);
 	fprintf(stderr, "GUEST-METRIC cpu_throttled_periods=%lld\n", thr - thr0);
-	ASSERT_LE(limited * 1000, 250);  /* 200 millicores, some slack for one period */
-	ASSERT_GE(limited * 1000, 100);  /* ...but it did get its quota */
+	ASSERT_LE(limited * 1000, 250);   /* 200 millicores, some slack for one period */
+	ASSERT_GE(limited * 1000, 100);   /* ...but it did get its quota */
 	ASSERT_GE(unlimited * 1000, 700); /* the only runnable task on the guest's CPU */
 	ASSERT_GE(thr - thr0, 5);
 }
@@ -544,10 +551,11 @@ TEST(tenant_aggregate_memory_holds)
 	        (unsigned long long)b->peak_memory_bytes, peak, oom,
 	        cg_num("tenants/agg/agg-a", "memory.events", "oom"),
 	        cg_num("tenants/agg/agg-b", "memory.events", "oom"));
+	fprintf(stderr, "tenant_aggregate messages: a=\"%s\" b=\"%s\"\n", a.r->message, b->message);
 	/* Together they wanted 160 MiB: the tenant's cap fired, not a session's,
 	 * and exactly one of the two was killed and says so. */
 	ASSERT_EQ(a.r->oom_killed + b->oom_killed, 1);
-	ASSERT_LE(peak, (long long)(129 * MIB)); /* see memory_hog_is_oom_killed */
+	ASSERT_LE(peak, (long long)(128 * MIB + PEAK_SLACK)); /* see memory_hog_is_oom_killed */
 	ASSERT_GE(oom, 1);
 	ASSERT_EQ(cg_num("tenants/agg/agg-a", "memory.events", "oom"), 0);
 	ASSERT_EQ(cg_num("tenants/agg/agg-b", "memory.events", "oom"), 0);

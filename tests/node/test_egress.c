@@ -137,7 +137,6 @@ relay(int a, int b)
 static struct sockaddr_in upstream; /* where the gateway dials allowed.test */
 static uint16_t up_port;
 static char up_ip[32] = "127.0.0.1";
-static char netns_name[64];
 static atomic_int held, hold_eof;
 
 static void *
@@ -225,10 +224,47 @@ out:
 	return NULL;
 }
 
-static void *
-up_accept(void *arg)
+/* The upstream's thread: it moves into a network namespace of its own
+ * (unshare is per thread; no mount, no name under /run/netns), waits while
+ * the main thread wires a veth pair into it, listens there and accepts.
+ * Without the pair it returns to our namespace and listens on loopback. */
+static pthread_mutex_t up_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t up_cond = PTHREAD_COND_INITIALIZER;
+static int up_stage; /* 1: namespace made (up_tid), 2: wired (or not), 3: listening */
+static pid_t up_tid;
+static bool up_in_ns;
+
+static void
+up_set_stage(int stage)
 {
-	int ls = (int)(intptr_t)arg;
+	pthread_mutex_lock(&up_mu);
+	up_stage = stage;
+	pthread_cond_broadcast(&up_cond);
+	pthread_mutex_unlock(&up_mu);
+}
+
+static void
+up_wait_stage(int stage)
+{
+	pthread_mutex_lock(&up_mu);
+	while (up_stage < stage)
+		pthread_cond_wait(&up_cond, &up_mu);
+	pthread_mutex_unlock(&up_mu);
+}
+
+static void *
+up_main(void *arg)
+{
+	int orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	bool unshared = unshare(CLONE_NEWNET) == 0;
+	up_tid = gettid();
+	up_set_stage(1);
+	up_wait_stage(2);
+	if (unshared && !up_in_ns && setns(orig, CLONE_NEWNET) < 0)
+		KT_FAIL("back to our netns: %s", strerror(errno));
+	close(orig);
+	int ls = listen_on(inet_addr(up_ip), &up_port);
+	up_set_stage(3);
 	for (;;) {
 		int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0)
@@ -237,60 +273,23 @@ up_accept(void *arg)
 	return NULL;
 }
 
-static void
-netns_cleanup(void)
-{
-	char cmd[256];
-	if (!netns_name[0])
-		return;
-	snprintf(cmd, sizeof cmd, "ip netns del %s 2>/dev/null", netns_name);
-	if (system(cmd) != 0)
-		fprintf(stderr, "note: %s failed\n", cmd);
-}
-
-/* A namespace with a veth pair to the host: 10.213.K.1 here, 10.213.K.2 there. */
+/* Wire a veth pair into the upstream thread's namespace: 10.213.K.1 here,
+ * 10.213.K.2 there. The pair goes with the namespace when the test exits. */
 static bool
-make_netns(void)
+wire_netns(void)
 {
 	int k = (int)(getpid() % 250) + 1;
 	char cmd[1024];
-	snprintf(netns_name, sizeof netns_name, "kt-egress-%d", (int)getpid());
 	snprintf(cmd, sizeof cmd,
-	         "set -e; ip netns add %1$s; "
-	         "ip link add kteg%2$da type veth peer name kteg%2$db netns %1$s; "
-	         "ip addr add 10.213.%2$d.1/30 dev kteg%2$da; ip link set kteg%2$da up; "
-	         "ip -n %1$s addr add 10.213.%2$d.2/30 dev kteg%2$db; "
-	         "ip -n %1$s link set kteg%2$db up; ip -n %1$s link set lo up",
-	         netns_name, k);
-	atexit(netns_cleanup);
+	         "set -e; ip link add kteg%1$da type veth peer name kteg%1$db netns %2$d; "
+	         "ip addr add 10.213.%1$d.1/30 dev kteg%1$da; ip link set kteg%1$da up; "
+	         "nsenter --net=/proc/%2$d/ns/net sh -c 'ip addr add 10.213.%1$d.2/30 dev "
+	         "kteg%1$db && ip link set kteg%1$db up && ip link set lo up'",
+	         k, (int)up_tid);
 	if (system(cmd) != 0)
 		return false;
 	snprintf(up_ip, sizeof up_ip, "10.213.%d.2", k);
 	return true;
-}
-
-/* Listen in the test namespace: this thread enters it, makes the socket and
- * comes back (a socket keeps its namespace for good). */
-static int
-upstream_listen(bool in_ns)
-{
-	int self = -1, ls;
-	if (in_ns) {
-		char p[128];
-		snprintf(p, sizeof p, "/run/netns/%s", netns_name);
-		int nsfd = open(p, O_RDONLY | O_CLOEXEC);
-		self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-		if (nsfd < 0 || self < 0 || setns(nsfd, CLONE_NEWNET) < 0)
-			KT_FAIL("entering %s: %s", p, strerror(errno));
-		close(nsfd);
-	}
-	ls = listen_on(inet_addr(up_ip), &up_port);
-	if (in_ns) {
-		if (setns(self, CLONE_NEWNET) < 0)
-			KT_FAIL("back to our netns: %s", strerror(errno));
-		close(self);
-	}
-	return ls;
 }
 
 /* ---- the gateway peer ---- */
@@ -547,17 +546,19 @@ TEST(setup)
 	kt_require_sandboxes();
 	if (access("/usr/bin/curl", X_OK) || access("/usr/bin/python3", X_OK))
 		KT_SKIP("the sandbox tests use the host's /usr/bin/curl and /usr/bin/python3");
-	bool ns = make_netns();
-	if (!ns)
-		fprintf(stderr, "note: no veth/netns here; the upstream listens on loopback\n");
-	int ls = upstream_listen(ns);
+	spawn_detached(up_main, NULL);
+	up_wait_stage(1);
+	up_in_ns = wire_netns();
+	if (!up_in_ns)
+		fprintf(stderr, "note: no veth pair here; the upstream listens on loopback\n");
+	up_set_stage(2);
+	up_wait_stage(3);
 	upstream.sin_family = AF_INET;
 	upstream.sin_addr.s_addr = inet_addr(up_ip);
-	spawn_detached(up_accept, (void *)(intptr_t)ls);
 	int gs = listen_on(htonl(INADDR_LOOPBACK), &gw_port);
 	spawn_detached(gw_accept, (void *)(intptr_t)gs);
-	fprintf(stderr, "upstream %s:%u (netns %s), gateway 127.0.0.1:%u\n", up_ip, up_port,
-	        ns ? netns_name : "none", gw_port);
+	fprintf(stderr, "upstream %s:%u (%s), gateway 127.0.0.1:%u\n", up_ip, up_port,
+	        up_in_ns ? "its own netns" : "loopback", gw_port);
 
 	node_config cfg;
 	node_config_defaults(&cfg);
@@ -858,6 +859,36 @@ TEST(gateway_down_502)
 	kt_free_result(r);
 	ASSERT_EQ(kt_close(down, "down1"), 0);
 	kt_node_stop(down);
+}
+
+TEST(template_with_its_own_run)
+{
+	/* A directory template binds its /run read-only; here it is the host's,
+	 * which even has a kiln directory. init covers it with an empty tmpfs
+	 * (read-only again once the socket is in it). */
+	node_config cfg;
+	node_config_defaults(&cfg);
+	cfg.templates[0].target = 1;
+	cfg.templates[0].rootfs = "/";
+	cfg.egress_url = gw_url;
+	cfg.egress_token = TOKEN;
+	node *tn = kt_node_start(&cfg);
+	open_session(tn, "tpl1", "acme");
+	char cmd[512];
+	snprintf(cmd, sizeof cmd,
+	         "ls /run /run/kiln; touch /run/x 2>/dev/null || echo run-ro; "
+	         "curl -sS -m 20 --unix-socket /run/kiln/proxy.sock http://allowed.test:%u/tpl; "
+	         "curl -sS -m 20 http://allowed.test:%u/tpl-tcp",
+	         up_port, up_port);
+	Kiln__ToolResult *r = kt_bash(tn, "tpl1", cmd, 60000);
+	fprintf(stderr, "  %s", kt_out(r));
+	ASSERT_CONTAINS(kt_out(r), "/run:\nkiln\n\n/run/kiln:\nproxy.sock\n");
+	ASSERT_CONTAINS(kt_out(r), "run-ro");
+	ASSERT_CONTAINS(kt_out(r), "GET /tpl HTTP/1.1");
+	ASSERT_CONTAINS(kt_out(r), "GET /tpl-tcp HTTP/1.1");
+	kt_free_result(r);
+	ASSERT_EQ(kt_close(tn, "tpl1"), 0);
+	kt_node_stop(tn);
 }
 
 TEST(egress_disabled_403)

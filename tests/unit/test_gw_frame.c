@@ -5,7 +5,7 @@
  * bit, unknown critical and ignorable types), whole-frame splitting, HELLO
  * settings with every refusal, OPEN kinds and their headers, WINDOW_UPDATE,
  * RST and GOAWAY texts (control characters never reach a log), encoder
- * bounds, and the CONTROL stream's message framing with RESUME and ACK.
+ * bounds, and the message framing of CONTROL and WORK streams.
  */
 #include "test.h"
 
@@ -378,55 +378,32 @@ TEST(ctl_messages)
 	uint8_t b[256];
 	struct gw_ctl_msg m = {0};
 	gw_ctl_hdr_encode(b, GW_CTL_ENVELOPE, 3);
+	const uint8_t hdr[] = {0, 0, 0, 3, 0, 1, 0, 0};
+	ASSERT_EQ(memcmp(b, hdr, sizeof hdr), 0);
 	memcpy(b + GW_CTL_HDR_LEN, "abc", 3);
+	gw_ctl_hdr_encode(b + GW_CTL_HDR_LEN + 3, 0x8001, 0);
 	for (size_t k = 0; k < GW_CTL_HDR_LEN + 3; k++)
-		ASSERT_EQ(gw_ctl_parse(b, k, &m), 0);
-	ASSERT_EQ(gw_ctl_parse(b, sizeof b, &m), GW_CTL_HDR_LEN + 3);
+		ASSERT_EQ(gw_ctl_parse(b, k, 0, &m), 0);
+	ASSERT_EQ(m.len, 0); /* outputs only on success */
+	ASSERT_EQ(gw_ctl_parse(b, sizeof b, 0, &m), GW_CTL_HDR_LEN + 3);
 	ASSERT_EQ(m.type, GW_CTL_ENVELOPE);
 	ASSERT_EQ(m.len, 3);
 	ASSERT_EQ(memcmp(m.body, "abc", 3), 0);
+	ASSERT_EQ(gw_ctl_parse(b + GW_CTL_HDR_LEN + 3, GW_CTL_HDR_LEN, 0, &m), GW_CTL_HDR_LEN);
+	ASSERT_EQ(m.type, 0x8001);
+	ASSERT_EQ(m.len, 0);
+	/* Limits: the caller's (default 1 MiB), never above GW_CTL_BODY_MAX. */
+	ASSERT_EQ(gw_ctl_parse(b, sizeof b, 2, &m), -EMSGSIZE);
+	gw_ctl_hdr_encode(b, GW_CTL_ENVELOPE, GW_CTL_BODY_DEFAULT);
+	ASSERT_EQ(gw_ctl_parse(b, sizeof b, 0, &m), 0); /* allowed, incomplete */
+	gw_ctl_hdr_encode(b, GW_CTL_ENVELOPE, GW_CTL_BODY_DEFAULT + 1);
+	ASSERT_EQ(gw_ctl_parse(b, sizeof b, 0, &m), -EMSGSIZE);
+	ASSERT_EQ(gw_ctl_parse(b, sizeof b, GW_CTL_BODY_MAX, &m), 0);
 	gw_ctl_hdr_encode(b, GW_CTL_ENVELOPE, GW_CTL_BODY_MAX + 1);
-	ASSERT_EQ(gw_ctl_parse(b, sizeof b, &m), -EMSGSIZE);
+	ASSERT_EQ(gw_ctl_parse(b, sizeof b, 0xffffffffu, &m), -EMSGSIZE);
 	gw_ctl_hdr_encode(b, GW_CTL_ENVELOPE, 0);
 	b[7] = 1;
-	ASSERT_EQ(gw_ctl_parse(b, sizeof b, &m), -EBADMSG);
-
-	const uint64_t inflight[] = {1, 0xffffffffffffffffull, 42};
-	const uint64_t unacked[] = {7};
-	int n = gw_ctl_resume_encode(b, sizeof b, inflight, 3, unacked, 1);
-	ASSERT_EQ(n, (int)gw_ctl_resume_size(3, 1));
-	ASSERT_EQ(n, GW_CTL_HDR_LEN + 8 + 32);
-	ASSERT_EQ(gw_ctl_parse(b, (size_t)n, &m), n);
-	struct gw_ids a, u;
-	ASSERT_EQ(gw_ctl_resume_decode(&m, &a, &u), 0);
-	ASSERT_EQ(a.n, 3);
-	ASSERT_EQ(u.n, 1);
-	ASSERT_EQ(gw_ids_get(&a, 0), 1);
-	ASSERT(gw_ids_get(&a, 1) == 0xffffffffffffffffull);
-	ASSERT_EQ(gw_ids_get(&a, 2), 42);
-	ASSERT_EQ(gw_ids_get(&u, 0), 7);
-	ASSERT_EQ(gw_ctl_ack_decode(&m, &a), -EBADMSG); /* wrong type */
-	/* A count larger than the body, and trailing bytes, are refused. */
-	gw_put32(b + GW_CTL_HDR_LEN, 4);
-	ASSERT_EQ(gw_ctl_resume_decode(&m, &a, &u), -EBADMSG);
-	gw_put32(b + GW_CTL_HDR_LEN, 2);
-	ASSERT_EQ(gw_ctl_resume_decode(&m, &a, &u), -EBADMSG);
-	gw_put32(b + GW_CTL_HDR_LEN, 0xffffffffu);
-	ASSERT_EQ(gw_ctl_resume_decode(&m, &a, &u), -EBADMSG);
-
-	n = gw_ctl_ack_encode(b, sizeof b, unacked, 1);
-	ASSERT_EQ(n, (int)gw_ctl_ack_size(1));
-	ASSERT_EQ(gw_ctl_parse(b, (size_t)n, &m), n);
-	ASSERT_EQ(m.type, GW_CTL_ACK);
-	ASSERT_EQ(gw_ctl_ack_decode(&m, &a), 0);
-	ASSERT_EQ(a.n, 1);
-	ASSERT_EQ(gw_ids_get(&a, 0), 7);
-	ASSERT_EQ(gw_ctl_ack_encode(b, 10, unacked, 1), -ENOBUFS);
-	n = gw_ctl_ack_encode(b, sizeof b, NULL, 0);
-	ASSERT_EQ(n, GW_CTL_HDR_LEN + 4);
-	ASSERT_EQ(gw_ctl_parse(b, (size_t)n, &m), n);
-	ASSERT_EQ(gw_ctl_ack_decode(&m, &a), 0);
-	ASSERT_EQ(a.n, 0);
+	ASSERT_EQ(gw_ctl_parse(b, sizeof b, 0, &m), -EBADMSG);
 }
 
 int
