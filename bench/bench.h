@@ -220,6 +220,7 @@ typedef struct bench_metrics {
 	bench_node_stat nodes[BENCH_MAX_NODES * 2];
 	double sched_cpu_s; /* scheduler (or kiln dev) process CPU in the window; -1: unknown */
 	char proc0[24];     /* what sched_cpu_s measured: "kiln-scheduler" or "kiln dev" */
+	double self_cpu_s;  /* kiln-bench itself (the clients) in the window; -1: unknown */
 	/* machine */
 	double host_busy; /* share of all CPUs busy in the window, 0..1; -1: unknown */
 	double load1;     /* load average at the end */

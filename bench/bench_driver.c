@@ -59,7 +59,7 @@ typedef struct drv {
 	/* sampler */
 	pthread_t sampler;
 	uint64_t busy0, total0;
-	double cpu0[1 + BENCH_MAX_NODES];
+	double cpu0[1 + BENCH_MAX_NODES], self0;
 	bool began, ended;
 } drv;
 
@@ -218,6 +218,11 @@ sample_cpu(drv *d, bool end)
 	const bench_target *t = d->t;
 	uint64_t busy, total;
 	bench_cpu_sample(&busy, &total);
+	double self = bench_proc_cpu_s(getpid());
+	if (!end)
+		d->self0 = self;
+	else if (self >= 0 && d->self0 >= 0)
+		d->m->self_cpu_s = self - d->self0;
 	for (int i = 0; i < t->npids && i <= BENCH_MAX_NODES; i++) {
 		double c = t->pids[i] > 0 ? bench_proc_cpu_s(t->pids[i]) : -1;
 		if (!end) {

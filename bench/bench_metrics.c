@@ -31,6 +31,7 @@ bench_metrics_new(void)
 		kl_hist_init(&m->tenant[i]);
 	m->host_busy = -1;
 	m->sched_cpu_s = -1;
+	m->self_cpu_s = -1;
 	return m;
 }
 

@@ -130,6 +130,8 @@ print_run(const bench_run *r, FILE *f)
 	if (m->sched_cpu_s >= 0)
 		fprintf(f, "; %s process %.0f%% of one core", m->proc0,
 		        100 * m->sched_cpu_s / m->window_s);
+	if (m->self_cpu_s >= 0)
+		fprintf(f, "; kiln-bench %.0f%% of one core", 100 * m->self_cpu_s / m->window_s);
 	fprintf(f, "; load average %.2f at the end\n", m->load1);
 }
 
@@ -372,7 +374,9 @@ run_json(const bench_run *r)
 	                  (json_int_t)m->opens_failed, "open_latency_us", lat_json(&m->open_lat)));
 	json_object_set_new(o, "nodes", nodes_json(m));
 	json_object_set_new(o, "machine",
-	                    json_pack("{s:o,s:f,s:s,s:o,s:o}", "cpus_busy", num(m->host_busy),
+	                    json_pack("{s:o,s:o,s:f,s:s,s:o,s:o}", "cpus_busy", num(m->host_busy),
+	                              "kiln_bench_cpu_cores",
+	                              num(m->self_cpu_s >= 0 ? m->self_cpu_s / m->window_s : NAN),
 	                              "tool_cpu_s", (double)m->tool_cpu_us / 1e6, "process",
 	                              m->proc0, "process_cpu_cores",
 	                              num(m->sched_cpu_s >= 0 ? m->sched_cpu_s / m->window_s : NAN),

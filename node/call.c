@@ -359,7 +359,8 @@ exec_result(call *c, Kiln__ToolResult *r, char *msg, size_t msglen)
 		snprintf(msg, msglen, "%s: %s", c->spawn_text, strerror(c->spawn_err));
 		/* init's clone3 carries no RLIMIT_NPROC: EAGAIN is pids.max. */
 		if (c->spawn_err == EAGAIN && c->s->lim.pids)
-			snprintf(msg, msglen, "%s: %s (the session is at its process limit, pids %u)",
+			snprintf(msg, msglen,
+			         "%s: %s (the session is at its process limit, pids %u)",
 			         c->spawn_text, strerror(c->spawn_err), c->s->lim.pids);
 	} else if (c->exited) {
 		if (WIFEXITED(c->wstatus))

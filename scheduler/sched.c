@@ -16,6 +16,7 @@
 #include "kl_log.h"
 #include "kl_proto.h"
 #include "kl_util.h"
+#include "sched_secrets.h"
 
 #include <stdio.h>
 #include <sys/random.h>
@@ -411,12 +412,14 @@ on_result(sched *s, snode *n, Kiln__ToolResult *r)
 	j->tenant->calls_done++;
 	ssess *ss = j->sess;
 	if (!ss) { /* its session was closed meanwhile */
+		sched_secret_scrub(&s->cfg, j->secret_mask, r);
 		job_finish_client(s, j, r);
 		return;
 	}
 	ss->inflight = NULL;
 	ss->last_used_ms = sched_now_ms();
 	ss->calls_done++;
+	sched_secret_scrub(&s->cfg, j->secret_mask, r);
 	job_finish_client(s, j, r);
 	if (ss->ephemeral && !ss->ncalls) {
 		node_queue_ctrl(n, SI_CLOSE, NULL, ss->id, 0);

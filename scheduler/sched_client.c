@@ -12,8 +12,10 @@
 #include "sched_impl.h"
 
 #include "kl_clock.h"
+#include "kl_proto.h"
 #include "kl_log.h"
 #include "kl_util.h"
+#include "sched_secrets.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,9 +23,39 @@
 
 /* ---- jobs ---- */
 
+static const char *
+tool_name(const Kiln__ToolCall *tc)
+{
+	static const char *const names[] = {"bash", "exec", "read", "write", "edit", "glob", "grep",
+	                                    "editor"};
+	int k = (int)tc->tool_case - KILN__TOOL_CALL__TOOL_BASH;
+	return k >= 0 && k < (int)KL_ARRAY_SIZE(names) ? names[k] : "none";
+}
+
+/* One audit record per call that reached the scheduler's queue. */
+static void
+audit_call(sched *s, sjob *j, const Kiln__ToolResult *r)
+{
+	if (!s->audit)
+		return;
+	Kiln__ToolCall *tc = j->req->call;
+	char digest[KL_AUDIT_HEX_LEN + 1];
+	size_t len = kiln__tool_call__get_packed_size(tc);
+	uint8_t *buf = kl_xmalloc(len);
+	kiln__tool_call__pack(tc, buf);
+	kl_audit_digest(buf, len, digest);
+	free(buf);
+	const char *sid = j->sess ? j->sess->id : tc->session_id;
+	if (kl_audit_tool_call(s->audit, j->tenant->cfg->name, sid, tool_name(tc), digest,
+	                       kl_code_name(r->code), (kl_now_ns() - j->t_submit_ns) / 1000,
+	                       NULL) < 0)
+		KL_LOG(KL_ERROR, SCHED_COMPONENT, "audit log write failed: records are being lost");
+}
+
 void
 job_finish_client(sched *s, sjob *j, Kiln__ToolResult *r)
 {
+	audit_call(s, j, r);
 	if (j->cctx) {
 		uint64_t node_job = r->job_id;
 		r->job_id = j->client_id;
@@ -241,6 +273,10 @@ do_open(sched *s, sctx *c, sched_tenant *t, Kiln__SessionOpen *o)
 	}
 	if (sched_tenant_limits(t, o->limits, &lim, err, sizeof err) < 0)
 		return fail(s, c, KILN__CODE__PERMISSION_DENIED, 0, "%s", err);
+	uint64_t secrets = 0;
+	if (sched_secret_resolve_env(&s->cfg, t->cfg->name, o->env, o->n_env, &secrets, err,
+	                             sizeof err) < 0)
+		return fail(s, c, KILN__CODE__PERMISSION_DENIED, 0, "%s", err);
 	snode *n = sched_place(s, o->template_, NULL);
 	if (!n)
 		return fail(s, c, KILN__CODE__UNAVAILABLE, 1000,
@@ -249,6 +285,7 @@ do_open(sched *s, sctx *c, sched_tenant *t, Kiln__SessionOpen *o)
 		            *o->template_ ? o->template_ : "default",
 		            (unsigned)kl_map_size(&s->nodes));
 	ssess *ss = sess_new(s, t, n, o->template_, &lim, o);
+	ss->secret_mask = secrets;
 	ss->open_ctx = c;
 	park(c);
 	sched_kick(s, n);
@@ -337,6 +374,11 @@ do_call(sched *s, sctx *c, sched_tenant *t, Kiln__Envelope *e)
 			return fail(s, c, KILN__CODE__NOT_FOUND, 0, "no session %s for tenant %s",
 			            tc->session_id, t->cfg->name);
 	}
+	uint64_t secrets = 0;
+	if (tc->tool_case == KILN__TOOL_CALL__TOOL_EXEC &&
+	    sched_secret_resolve_exec_env(&s->cfg, t->cfg->name, tc->exec->env, tc->exec->n_env,
+	                                  &secrets, err, sizeof err) < 0)
+		return fail(s, c, KILN__CODE__PERMISSION_DENIED, 0, "%s", err);
 	if (admit_call(s, c, t, tc) < 0)
 		return;
 	if (!ss) { /* one-shot: a fresh session just for this call */
@@ -367,6 +409,7 @@ do_call(sched *s, sctx *c, sched_tenant *t, Kiln__Envelope *e)
 	j->state = J_QUEUED;
 	j->t_submit_ns = kl_now_ns();
 	j->deadline_ms = tc->deadline_unix_ms;
+	j->secret_mask = secrets | ss->secret_mask;
 	kl_map_put(&s->jobs, j->key, j);
 	if (j->client_id)
 		kl_map_put(&s->client_jobs, j->ckey, j);
@@ -441,12 +484,16 @@ do_node_admin(sched *s, sctx *c, Kiln__NodeAdmin *a)
 	if (!strcmp(a->action, "drain")) {
 		n->state = N_DRAINING;
 		sched_hb_flush(s, n);
+		if (s->audit)
+			kl_audit_admin(s->audit, "admin", "node drain", n->id, "ok");
 		KL_LOG(KL_INFO, SCHED_COMPONENT, "node %s draining (%u sessions)", n->id,
 		       n->nsessions);
 		sctx_reply_error(c, KILN__CODE__OK,
 		                 "draining: no new sessions; it exits when empty", 0);
 	} else if (!strcmp(a->action, "remove")) {
 		KL_LOG(KL_INFO, SCHED_COMPONENT, "node %s removed by the operator", n->id);
+		if (s->audit)
+			kl_audit_admin(s->audit, "admin", "node remove", n->id, "ok");
 		sched_remove_node(s, n);
 		sctx_reply_error(c, KILN__CODE__OK, "removed: its sessions are closed", 0);
 	} else {

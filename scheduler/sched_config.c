@@ -160,7 +160,7 @@ sched_fmt_cpu(uint64_t millicores, char *buf, size_t n)
 
 /* ---- keys ---- */
 
-enum kind { V_URL, V_TOKEN, V_TOKEN_FILE, V_COUNT, V_SIZE, V_DURATION, V_CPU };
+enum kind { V_URL, V_TOKEN, V_TOKEN_FILE, V_COUNT, V_SIZE, V_DURATION, V_CPU, V_STRING };
 
 struct key {
 	const char *name;
@@ -194,7 +194,21 @@ static const struct key sched_keys[] = {
         SK("idle_ttl", V_DURATION, idle_ttl_ms, 1, DURATION_MAX, NULL),
         SK("shutdown_grace", V_DURATION, shutdown_grace_ms, 0, DURATION_MAX, NULL),
         SK("max_queued", V_COUNT, max_queued, 1, 0, NULL),
+        SK("audit_log", V_STRING, audit_log, 0, 0, NULL),
+        SK("audit_fsync", V_STRING, audit_fsync, 0, 0, NULL),
 };
+
+#define SECK(n, k, f)                                                                            \
+	{                                                                                         \
+		n, k, FIELD_SIZE(sched_secret_cfg, f), offsetof(sched_secret_cfg, f), 0, 0, NULL \
+	}
+
+static const struct key secret_keys[] = {
+        SECK("value", V_STRING, value),
+        SECK("value_file", V_TOKEN_FILE, value),
+        SECK("tenants", V_STRING, tenants),
+};
+#define NSECKEYS KL_ARRAY_SIZE(secret_keys)
 
 static const struct key tenant_keys[] = {
         TK("token", V_TOKEN, token, 0, 0, "token_file"),
@@ -226,7 +240,7 @@ static const struct key tenant_keys[] = {
 
 /* ---- the parse ---- */
 
-enum section { SEC_NONE, SEC_SCHED, SEC_TENANT, SEC_BAD };
+enum section { SEC_NONE, SEC_SCHED, SEC_TENANT, SEC_SECRET, SEC_BAD };
 
 struct tenant_meta {
 	int line;             /* of the [tenant NAME] header */
@@ -242,6 +256,7 @@ struct parse {
 	int lineno;
 	enum section sec;
 	int sched_line[NSKEYS];
+	int secret_line[NSECKEYS]; /* of the current [secret NAME] */
 	bool failed;
 	int errline; /* 0: the error belongs to no line */
 	char msg[512];
@@ -313,6 +328,23 @@ add_tenant(struct parse *p, const char *name, size_t n)
 	p->sec = SEC_TENANT;
 }
 
+static void
+add_secret(struct parse *p, const char *name, size_t n)
+{
+	sched_config *c = p->c;
+	for (int i = 0; i < c->nsecrets; i++)
+		if (strlen(c->secrets[i].name) == n && !memcmp(c->secrets[i].name, name, n)) {
+			perr(p, p->lineno, "duplicate secret '%.*s'", (int)n, name);
+			return;
+		}
+	c->secrets = kl_xrealloc(c->secrets, (size_t)(c->nsecrets + 1) * sizeof(*c->secrets));
+	sched_secret_cfg *sc = &c->secrets[c->nsecrets++];
+	memset(sc, 0, sizeof(*sc));
+	memcpy(sc->name, name, n);
+	memset(p->secret_line, 0, sizeof p->secret_line);
+	p->sec = SEC_SECRET;
+}
+
 /* A line that starts with '[': find out which section follows, in full. */
 static void
 section_header(struct parse *p, const char *line, size_t len)
@@ -357,8 +389,22 @@ section_header(struct parse *p, const char *line, size_t len)
 		add_tenant(p, name, nn);
 		return;
 	}
-	perr(p, p->lineno, "unknown section [%.*s] (expected [scheduler] or [tenant NAME])", (int)n,
-	     s);
+	if (n > 6 && !memcmp(s, "secret", 6) && is_blank(s[6])) {
+		const char *name = s + 6;
+		while (is_blank(*name))
+			name++;
+		size_t nn = (size_t)(end - name);
+		if (!tenant_name_ok(name, nn)) {
+			perr(p, p->lineno, "secret name '%.*s': use letters, digits, '.', '_' or '-'",
+			     (int)nn, name);
+			return;
+		}
+		add_secret(p, name, nn);
+		return;
+	}
+	perr(p, p->lineno,
+	     "unknown section [%.*s] (expected [scheduler], [tenant NAME] or [secret NAME])",
+	     (int)n, s);
 }
 
 /*
@@ -434,7 +480,10 @@ set_token_file(struct parse *p, const struct key *k, const char *path, char *dst
 		s++;
 	while (e > s && is_blank(e[-1]))
 		e--;
-	const char *why = token_problem(s, (size_t)(e - s));
+	/* Secret values (wide fields) may hold any bytes but NUL; tokens are strict. */
+	const char *why = k->width > SCHED_TOKEN_MAX + 1
+	                          ? ((size_t)(e - s) >= k->width ? "is too long" : NULL)
+	                          : token_problem(s, (size_t)(e - s));
 	if (why)
 		return perr(p, p->lineno, "%s: the token in '%s' %s", k->name, path, why);
 	memcpy(dst, s, (size_t)(e - s));
@@ -450,6 +499,10 @@ set_string(struct parse *p, const struct key *k, const char *v, char *dst)
 		const char *why = token_problem(v, len);
 		if (why)
 			return perr(p, p->lineno, "%s: the token %s", k->name, why);
+	} else if (k->kind == V_STRING) {
+		if (len >= k->width)
+			return perr(p, p->lineno, "%s: longer than %u characters", k->name,
+			            (unsigned)k->width - 1);
 	} else {
 		const char *sep = strstr(v, "://");
 		bool ok = sep && sep > v && sep[3] && len <= 255;
@@ -534,6 +587,9 @@ set_key(struct parse *p, const struct key *keys, size_t nkeys, int *lines, void 
 			k = &keys[i];
 	if (!k && p->sec == SEC_SCHED)
 		return perr(p, p->lineno, "%s: unknown key in [scheduler]", name);
+	if (!k && p->sec == SEC_SECRET)
+		return perr(p, p->lineno, "%s: unknown key in [secret %s]", name,
+		            p->c->secrets[p->c->nsecrets - 1].name);
 	if (!k)
 		return perr(p, p->lineno, "%s: unknown key in [tenant %s]", name,
 		            p->c->tenants[p->c->ntenants - 1].name);
@@ -549,6 +605,7 @@ set_key(struct parse *p, const struct key *keys, size_t nkeys, int *lines, void 
 	switch (k->kind) {
 	case V_URL:
 	case V_TOKEN:
+	case V_STRING:
 		return set_string(p, k, value, dst);
 	case V_TOKEN_FILE:
 		return set_token_file(p, k, value, dst);
@@ -574,6 +631,9 @@ handle(void *user, const char *section, const char *name, const char *value)
 		return 0;
 	case SEC_SCHED:
 		return set_key(p, sched_keys, NSKEYS, p->sched_line, p->c, name, value);
+	case SEC_SECRET:
+		return set_key(p, secret_keys, NSECKEYS, p->secret_line,
+		               &p->c->secrets[p->c->nsecrets - 1], name, value);
 	case SEC_TENANT:
 		break;
 	}
@@ -704,6 +764,11 @@ finish(struct parse *p)
 	}
 	for (int i = 0; i < c->ntenants && !p->failed; i++)
 		finish_tenant(p, i);
+	for (int i = 0; i < c->nsecrets && !p->failed; i++)
+		if (strlen(c->secrets[i].value) < 4)
+			perr(p, 0, "secret %s: its value must be at least 4 characters (shorter "
+			           "values cannot be scrubbed from outputs reliably)",
+			     c->secrets[i].name);
 }
 
 static int
@@ -849,6 +914,10 @@ sched_config_fini(sched_config *c)
 	if (c->tenants) {
 		explicit_bzero(c->tenants, (size_t)c->ntenants * sizeof(*c->tenants));
 		free(c->tenants);
+	}
+	if (c->secrets) {
+		explicit_bzero(c->secrets, (size_t)c->nsecrets * sizeof(*c->secrets));
+		free(c->secrets);
 	}
 	explicit_bzero(c, sizeof(*c));
 	sched_config_init(c);

@@ -34,6 +34,15 @@ typedef struct sched_tenant_cfg {
 	Kiln__Limits defaults; /* for fields a request leaves 0; 0 = the node template's default */
 } sched_tenant_cfg;
 
+/* A secret kept on the cluster side: sessions reference it by name (an
+ * environment value "kiln-secret:NAME"); the scheduler injects the value
+ * and scrubs it from every output before it leaves (docs/secrets.md). */
+typedef struct sched_secret_cfg {
+	char name[64];
+	char value[4096];
+	char tenants[1024]; /* tenants allowed to use it: names separated by commas/blanks */
+} sched_secret_cfg;
+
 typedef struct sched_config {
 	char node_url[256];         /* where nodes dial: default tcp://0.0.0.0:7070 */
 	char client_url[256];       /* where clients connect: default tcp://127.0.0.1:7071 */
@@ -46,6 +55,10 @@ typedef struct sched_config {
 	uint32_t idle_ttl_ms;       /* session idle TTL default, 30 min */
 	uint32_t shutdown_grace_ms; /* 10000 */
 	bool dev;                   /* made by sched_config_dev(): well-known tokens */
+	char audit_log[4096];       /* hash-chained audit log of calls and admin actions ("": none) */
+	char audit_fsync[32];       /* none | every | interval:MS (docs/audit.md); "" = every */
+	int nsecrets;
+	struct sched_secret_cfg *secrets; /* heap array */
 	int ntenants;
 	sched_tenant_cfg *tenants; /* heap array */
 } sched_config;

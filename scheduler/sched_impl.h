@@ -16,6 +16,7 @@
 #include "fairq.h"
 #include "kiln.pb-c.h"
 #include "kl_list.h"
+#include "kl_audit.h"
 #include "kl_map.h"
 #include "kiln_sched.h"
 #include "tenants.h"
@@ -114,6 +115,7 @@ struct ssess {
 	int retries;
 	bool counted;       /* counted in node->nsessions */
 	bool close_pending; /* close asked while opening */
+	uint64_t secret_mask; /* secrets injected into it: scrubbed from its results */
 };
 
 /* ---- jobs ---- */
@@ -131,7 +133,8 @@ struct sjob {
 	Kiln__ClientRequest *req; /* owns the ToolCall */
 	enum sjob_state state;
 	uint64_t t_submit_ns, deadline_ms;
-	kl_list link; /* sess->calls */
+	kl_list link;         /* sess->calls */
+	uint64_t secret_mask; /* the session's secrets and the call's own */
 };
 
 /* Items queued for a node outside the fair queue. */
@@ -174,6 +177,7 @@ struct sched {
 	pthread_t ticker;
 	pthread_cond_t tick_cond;
 	bool ticker_running;
+	kl_audit *audit;         /* tool calls and admin actions (NULL: no audit log) */
 };
 
 /* sched_net.c */

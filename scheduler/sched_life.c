@@ -50,9 +50,16 @@ sched_new(const sched_config *cfg, const char *extra_node_url, const char *extra
 	/* Own copy of the tenant array: the caller may free theirs. */
 	s->cfg.tenants = kl_xcalloc((size_t)cfg->ntenants + 1, sizeof *cfg->tenants);
 	memcpy(s->cfg.tenants, cfg->tenants, sizeof *cfg->tenants * (size_t)cfg->ntenants);
+	/* The secrets array is the caller's too: keep our own copy. */
+	s->cfg.secrets = NULL;
+	if (cfg->nsecrets) {
+		s->cfg.secrets = kl_xcalloc((size_t)cfg->nsecrets, sizeof *cfg->secrets);
+		memcpy(s->cfg.secrets, cfg->secrets, sizeof *cfg->secrets * (size_t)cfg->nsecrets);
+	}
 	if (!s->cfg.join_token[0]) {
 		snprintf(err, errlen, "the scheduler needs a join token (join_token_file)");
 		free(s->cfg.tenants);
+		free(s->cfg.secrets);
 		free(s);
 		return -EINVAL;
 	}
@@ -72,6 +79,16 @@ sched_new(const sched_config *cfg, const char *extra_node_url, const char *extra
 		snprintf(err, errlen, "tenants: %s", strerror(-r));
 		sched_free(s);
 		return r;
+	}
+	if (s->cfg.audit_log[0]) {
+		kl_audit_fsync fs = {0};
+		if (kl_audit_fsync_parse(s->cfg.audit_fsync[0] ? s->cfg.audit_fsync : "every", &fs) <
+		            0 ||
+		    kl_audit_open(s->cfg.audit_log, &fs, &s->audit, err, errlen) < 0) {
+			sched_free(s);
+			return -EINVAL;
+		}
+		kl_audit_admin(s->audit, "scheduler", "start", s->cfg.client_url, "ok");
 	}
 	if ((r = sched_net_start(s, extra_node_url, extra_client_url, err, errlen)) < 0) {
 		sched_free(s);
@@ -168,6 +185,14 @@ sched_free(sched *s)
 	kl_map_fini(&s->client_jobs);
 	sched_tenants_fini(&s->tenants);
 	free(s->cfg.tenants);
+	if (s->cfg.secrets) {
+		explicit_bzero(s->cfg.secrets, sizeof *s->cfg.secrets * (size_t)s->cfg.nsecrets);
+		free(s->cfg.secrets);
+	}
+	if (s->audit) {
+		kl_audit_admin(s->audit, "scheduler", "stop", s->cfg.client_url, "ok");
+		kl_audit_close(s->audit);
+	}
 	pthread_cond_destroy(&s->tick_cond);
 	pthread_mutex_destroy(&s->mu);
 	free(s);

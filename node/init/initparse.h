@@ -64,7 +64,6 @@ struct ki_spawn {
  * fds or out of range) or -E2BIG (too many argv or env entries, or an
  * unknown record).
  */
-int ki_parse_spawn(const uint8_t *msg, uint32_t len, const int *fds, int nfds,
-                   struct ki_spawn *sp);
+int ki_parse_spawn(const uint8_t *msg, uint32_t len, const int *fds, int nfds, struct ki_spawn *sp);
 
 #endif

@@ -139,8 +139,10 @@ bool gw_mux_want_output(const gw_mux *m);
  * -ETIMEDOUT when the peer was declared dead (the connection fails), the
  * connection's error once failed, or -EBUSY from a callback. */
 int64_t gw_mux_tick(gw_mux *m, uint64_t now_ms);
-/* The connection read EOF (or broke): every stream ends with GW_E_CANCEL
- * unless the mux had already finished. Returns 0 or the earlier error. */
+/* The connection read EOF (or broke). Returns 0 if that was expected (a
+ * GOAWAY was exchanged and no stream is left); otherwise every stream ends
+ * with GW_E_CANCEL and the connection fails with -ECONNRESET (or keeps the
+ * error it already had). -EBUSY from a callback. */
 int gw_mux_eof(gw_mux *m);
 /* True when the connection has nothing left to do and may be closed:
  * output drained and either the connection failed or a GOAWAY was sent or
@@ -194,8 +196,9 @@ int gw_mux_write_commit(gw_mux *m, uint32_t id, size_t n);
  * stream was reset, -ENOENT for an unknown id. */
 ssize_t gw_mux_read(gw_mux *m, uint32_t id, void *buf, size_t len);
 /* Zero-copy reading: the next contiguous received bytes, *ret_ptr set when
- * >0 is returned (valid until the next call on this stream); returns as
- * gw_mux_read. Then gw_mux_skip(n <= that) releases them. */
+ * >0 is returned (valid until the next call on this mux); returns as
+ * gw_mux_read. Then gw_mux_skip(n <= gw_mux_readable) releases them and
+ * returns their credit; -EINVAL if n is larger. */
 ssize_t gw_mux_peek(gw_mux *m, uint32_t id, const void **ret_ptr);
 int gw_mux_skip(gw_mux *m, uint32_t id, size_t n);
 /* Bytes received and not read yet, or -ENOENT. */

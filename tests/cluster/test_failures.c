@@ -720,7 +720,11 @@ TEST(stopped_node_is_lost_then_rejoins)
 
 /* ---- 4. weighted fairness on a saturated node ---- */
 
-enum { FSESS = 8, FDEPTH = 2 };
+enum {
+	FSESS = 8,    /* sessions per tenant */
+	FDEPTH = 2,   /* calls outstanding per session */
+	FWINDOW = 40, /* alpha's calls in the measured window */
+};
 
 struct flood {
 	kiln_client *k;
@@ -769,6 +773,25 @@ flood_submit(struct flood *f)
 
 static kt_cluster fc; /* one node with two slots */
 
+/* Wait until both tenants have more calls queued than half their sessions. */
+static void
+wait_backlogged(kt_cluster *c)
+{
+	uint32_t qa = 0, qb = 0;
+	for (int i = 0; i < 1500; i++) {
+		Kiln__StatusReply *st = status(c);
+		qa = tenant_of(st, "alpha")->queued;
+		qb = tenant_of(st, "beta")->queued;
+		kiln_status_free(st);
+		if (qa > FSESS / 2 && qb > FSESS / 2)
+			break;
+		usleep(20000);
+	}
+	fprintf(stderr, "backlog: alpha %u calls queued, beta %u\n", qa, qb);
+	ASSERT_GT(qa, FSESS / 2);
+	ASSERT_GT(qb, FSESS / 2);
+}
+
 TEST(weighted_fairness)
 {
 	kt_cluster_init(&fc, NULL);
@@ -786,20 +809,16 @@ TEST(weighted_fairness)
 	for (int d = 0; d < FDEPTH; d++)
 		for (int i = 0; i < 2 * FSESS; i++)
 			flood_submit(&fl[i]);
-	sleep(3); /* both tenants backlogged: the node's 2 slots are saturated */
-	Kiln__StatusReply *st = status(&fc);
-	fprintf(stderr, "saturated: alpha %u queued, beta %u queued\n",
-	        tenant_of(st, "alpha")->queued, tenant_of(st, "beta")->queued);
-	ASSERT_GT(tenant_of(st, "alpha")->queued, FSESS / 2);
-	ASSERT_GT(tenant_of(st, "beta")->queued, FSESS / 2);
-	kiln_status_free(st);
+	/* Saturated: both tenants have calls waiting in the scheduler (the
+	 * node's 2 slots are busy). The window is counted in calls, not time. */
+	wait_backlogged(&fc);
 	int a0 = atomic_load(&fl_done[0]), b0 = atomic_load(&fl_done[1]);
-	sleep(10);
+	uint64_t t0 = kl_now_ms();
+	for (int i = 0; i < 18000 && atomic_load(&fl_done[0]) - a0 < FWINDOW; i++)
+		usleep(10000);
 	int a1 = atomic_load(&fl_done[0]), b1 = atomic_load(&fl_done[1]);
-	st = status(&fc);
-	ASSERT_GT(tenant_of(st, "alpha")->queued, FSESS / 2);
-	ASSERT_GT(tenant_of(st, "beta")->queued, FSESS / 2);
-	kiln_status_free(st);
+	uint64_t window_ms = kl_now_ms() - t0;
+	wait_backlogged(&fc); /* still saturated at the end of the window */
 	atomic_store(&flooding, false);
 	for (int i = 0; i < 6000 && atomic_load(&fl_inflight) > 0; i++)
 		usleep(10000);
@@ -807,11 +826,11 @@ TEST(weighted_fairness)
 	int da = a1 - a0, db = b1 - b0;
 	double ratio = da ? (double)db / da : 0;
 	fprintf(stderr,
-	        "saturated window of 10 s: alpha (weight 1) %d calls, beta (weight 3) %d calls, "
+	        "saturated window (%llu ms): alpha (weight 1) %d calls, beta (weight 3) %d calls, "
 	        "ratio %.2f\n",
-	        da, db, ratio);
+	        (unsigned long long)window_ms, da, db, ratio);
 	ASSERT_EQ(atomic_load(&fl_errors), 0);
-	ASSERT_GE(da, 10);
+	ASSERT_GE(da, FWINDOW);
 	ASSERT(ratio >= 2.0 && ratio <= 4.5);
 	for (int i = 0; i < 2 * FSESS; i++) {
 		ASSERT_EQ(kiln_session_close(fl[i].k, fl[i].sid), 0);

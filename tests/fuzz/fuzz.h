@@ -15,14 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FZ_CHECK(cond, ...)                                                              \
-	do {                                                                             \
-		if (!(cond)) {                                                           \
+#define FZ_CHECK(cond, ...)                                                                  \
+	do {                                                                                 \
+		if (!(cond)) {                                                               \
 			fprintf(stderr, "INVARIANT %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                                    \
-			fprintf(stderr, "\n");                                           \
-			abort();                                                         \
-		}                                                                        \
+			fprintf(stderr, __VA_ARGS__);                                        \
+			fprintf(stderr, "\n");                                               \
+			abort();                                                             \
+		}                                                                            \
 	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

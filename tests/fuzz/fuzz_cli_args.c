@@ -30,7 +30,8 @@ has_suffix(const char *s, const char *const *sfx)
 	size_t n = strlen(s);
 	for (; *sfx; sfx++) {
 		size_t k = strlen(*sfx);
-		if (n > k && !strcasecmp(s + n - k, *sfx) && s[n - k - 1] >= '0' && s[n - k - 1] <= '9')
+		if (n > k && !strcasecmp(s + n - k, *sfx) && s[n - k - 1] >= '0' &&
+		    s[n - k - 1] <= '9')
 			return 1;
 	}
 	return 0;

@@ -66,9 +66,9 @@ url_ok(const char *s)
 static uint64_t
 lim(const Kiln__Limits *l, int k)
 {
-	const uint64_t v[] = {l->memory_bytes,    l->pids,         l->cpu_millicores,
-	                      l->workspace_bytes, l->call_timeout_ms, l->output_bytes,
-	                      l->idle_ttl_ms};
+	const uint64_t v[] = {
+	        l->memory_bytes,    l->pids,         l->cpu_millicores, l->workspace_bytes,
+	        l->call_timeout_ms, l->output_bytes, l->idle_ttl_ms};
 	return v[k];
 }
 
@@ -176,8 +176,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	accepted_check(&c);
 	sched_config c2;
-	FZ_CHECK(sched_config_load_string(text, &c2, err, sizeof err) == 0, "second load: %s",
-	         err);
+	FZ_CHECK(sched_config_load_string(text, &c2, err, sizeof err) == 0, "second load: %s", err);
 	same_config(&c, &c2);
 	sched_config_fini(&c2);
 	sched_config_fini(&c);

@@ -66,8 +66,8 @@ abs_path_case(fz_reader *in)
 		         "abs_path error %d code %d", rc, r.code);
 		goto done;
 	}
-	FZ_CHECK(rc == 0 && strlen(out) < outlen, "abs_path %d, %zu of %zu bytes", rc,
-	         strlen(out), outlen);
+	FZ_CHECK(rc == 0 && strlen(out) < outlen, "abs_path %d, %zu of %zu bytes", rc, strlen(out),
+	         outlen);
 	FZ_CHECK(clean_abs(out), "'%s' -> '%s' is not clean", path, out);
 	char again[PATH_MAX];
 	fs_result r2 = {0};
@@ -154,7 +154,7 @@ regex_case(fz_reader *in)
 		fs_result_fini(&r);
 	} else {
 		FZ_CHECK(ere && (cflags & (REG_EXTENDED | REG_NEWLINE)) ==
-		                        (REG_EXTENDED | REG_NEWLINE),
+		                         (REG_EXTENDED | REG_NEWLINE),
 		         "flags %x", cflags);
 		regex_t re;
 		if (regcomp(&re, ere, cflags) == 0) {
@@ -292,8 +292,8 @@ view_case(fz_reader *in)
 	if (fs_number_lines(buf, len, range, nrange, max_chars, &r) == 0) {
 		FZ_CHECK(r.text && strlen(r.text) == r.text_len, "numbered text");
 		if (!r.truncated) {
-			FZ_CHECK(count_nl(r.text, r.text_len) == count_nl(buf + off, n) +
-			                                                  (n && buf[off + n - 1] != '\n'),
+			FZ_CHECK(count_nl(r.text, r.text_len) ==
+			                 count_nl(buf + off, n) + (n && buf[off + n - 1] != '\n'),
 			         "numbered lines differ");
 			for (const char *p = r.text; *p; p = strchr(p, '\n') + 1) {
 				const char *tab = strchr(p, '\t');

@@ -148,8 +148,9 @@ check_output(gw_mux *m, bool want_goaway)
 			                          &e) == 0,
 			         "our GOAWAY: %s", e.msg);
 			if (want_goaway) {
-				FZ_CHECK(code == gw_mux_error_code(m), "GOAWAY code %u, error code %u",
-				         code, gw_mux_error_code(m));
+				FZ_CHECK(code == gw_mux_error_code(m),
+				         "GOAWAY code %u, error code %u", code,
+				         gw_mux_error_code(m));
 				FZ_CHECK(*msg, "GOAWAY without a reason");
 			}
 			goaway = true;
@@ -177,7 +178,8 @@ decoders(const uint8_t *p, size_t n)
 		switch (f.h.type) {
 		case GW_T_HELLO:
 			if (gw_hello_decode(f.payload, f.h.len, &h, &e) == 0)
-				FZ_CHECK(h.token_len <= GW_TOKEN_MAX && h.max_frame >= GW_FRAME_MIN &&
+				FZ_CHECK(h.token_len <= GW_TOKEN_MAX &&
+				                 h.max_frame >= GW_FRAME_MIN &&
 				                 h.max_frame <= GW_FRAME_MAX,
 				         "hello values");
 			break;
@@ -274,7 +276,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FZ_CHECK(*gw_mux_error(m) && gw_mux_error_code(m) != GW_E_NONE,
 			         "failed without a reason");
 			if (r == -ECONNRESET)
-				FZ_CHECK(!strncmp(gw_mux_error(m), "peer: ", 6), "%s", gw_mux_error(m));
+				FZ_CHECK(!strncmp(gw_mux_error(m), "peer: ", 6), "%s",
+				         gw_mux_error(m));
 			check_output(m, r == -EPROTO);
 			FZ_CHECK(gw_mux_finished(m), "failed but not finished");
 		} else {

@@ -73,7 +73,8 @@ config_walk(const uint8_t *msg, uint32_t len, struct cfg_walk *w)
 			                c->nfilter * sizeof(struct sock_filter)),
 			         "filter outside its record");
 		} else {
-			FZ_CHECK(str_inside(msg, lo, off, c->str), "tag %u: string outside", c->tag);
+			FZ_CHECK(str_inside(msg, lo, off, c->str), "tag %u: string outside",
+			         c->tag);
 		}
 		if (c->tag == KT_FILE)
 			FZ_CHECK(inside(msg, lo, off, c->str2, c->len2), "file content outside");
@@ -112,8 +113,8 @@ config_rebuild_check(const uint8_t *msg, const struct cfg_walk *w)
 	FZ_CHECK(!b.overflow, "rebuilt config overflows");
 	static struct cfg_walk w2;
 	config_walk(rebuilt, len, &w2);
-	FZ_CHECK(w2.end == 0 && w2.n == w->n, "rebuilt config: %d records, end %d (was %d)",
-	         w2.n, w2.end, w->n);
+	FZ_CHECK(w2.end == 0 && w2.n == w->n, "rebuilt config: %d records, end %d (was %d)", w2.n,
+	         w2.end, w->n);
 	for (int i = 0; i < w->n; i++) {
 		const struct ki_cfg_rec *a = &w->rec[i], *c = &w2.rec[i];
 		FZ_CHECK(a->tag == c->tag && a->len2 == c->len2 && a->nfilter == c->nfilter,
@@ -121,11 +122,13 @@ config_rebuild_check(const uint8_t *msg, const struct cfg_walk *w)
 		if (a->str)
 			FZ_CHECK(!strcmp(a->str, c->str), "record %d string differs", i);
 		if (a->tag == KT_FILE)
-			FZ_CHECK(!memcmp(a->str2, c->str2, a->len2), "record %d content differs", i);
+			FZ_CHECK(!memcmp(a->str2, c->str2, a->len2), "record %d content differs",
+			         i);
 		else if (a->str2)
 			FZ_CHECK(!strcmp(a->str2, c->str2), "record %d second string differs", i);
 		if (a->filter)
-			FZ_CHECK(!memcmp(a->filter, c->filter, a->nfilter * sizeof(struct sock_filter)),
+			FZ_CHECK(!memcmp(a->filter, c->filter,
+			                 a->nfilter * sizeof(struct sock_filter)),
 			         "record %d filter differs", i);
 	}
 }

@@ -46,8 +46,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&h, 0, sizeof h);
 	memcpy(&h, msg, n < sizeof h ? n : sizeof h);
 	int ok = ki_msg_ok(msg, n);
-	FZ_CHECK(ok == (n >= sizeof h && h.len == n), "ki_msg_ok %d for %zu bytes, len %u", ok,
-	         n, h.len);
+	FZ_CHECK(ok == (n >= sizeof h && h.len == n), "ki_msg_ok %d for %zu bytes, len %u", ok, n,
+	         h.len);
 	if (n < sizeof h)
 		goto out;
 	/* Past the length check, as on_ctl_msg is for every well-formed message. */

@@ -197,7 +197,7 @@ fill_calls(void)
 static void
 client_requests(void)
 {
-	static const char *const tool[] = {"bash", "exec", "read",  "write",
+	static const char *const tool[] = {"bash", "exec", "read", "write",
 	                                   "edit", "glob", "grep", "editor"};
 	Kiln__StatusRequest st = KILN__STATUS_REQUEST__INIT;
 	Kiln__NodeAdmin adm = KILN__NODE_ADMIN__INIT;
@@ -584,7 +584,8 @@ configs(void)
 	        "[tenant a b]\n[tenant x]\ntoken = j\nmax_memory = 1.1K\nweight = 0\n"
 	        "default_pids = 10\nmax_pids = 5\nunknown = 1\n");
 	put_str("fuzz_config", "sizes",
-	        "[scheduler]\njoin_token = j\n[tenant t]\ntoken = t\nmax_memory = 18446744073709551615\n"
+	        "[scheduler]\njoin_token = j\n[tenant t]\ntoken = t\nmax_memory = "
+	        "18446744073709551615\n"
 	        "max_output = 1.5 GiB\nmax_workspace = 0.5t\nmax_timeout = 1193h\n"
 	        "default_timeout = 0.25s\nmax_cpu = 999999999m\n");
 }
@@ -594,8 +595,7 @@ configs(void)
 #define HEAD(...) (const char[]){__VA_ARGS__}, sizeof((const char[]){__VA_ARGS__})
 
 static void
-fs_seed(const char *name, const char *head, size_t hl, const char *a, const char *b,
-        const char *c)
+fs_seed(const char *name, const char *head, size_t hl, const char *a, const char *b, const char *c)
 {
 	const char *const f[] = {a, b, c, NULL};
 	put_fields("fuzz_fstools", name, head, hl, f);
@@ -610,8 +610,7 @@ fstools(void)
 	fs_seed("glob_braces", HEAD(1), "**/*.{c,h}", "src/kiln/main.c", NULL);
 	fs_seed("glob_class", HEAD(1), "src/[a-c]?/[!x]*.[ch]", "src/ab/main.c", NULL);
 	fs_seed("glob_utf8", HEAD(1), "d\xc3\xa9j\xc3\xa0/*", "d\xc3\xa9j\xc3\xa0/vu", NULL);
-	fs_seed("regex_rg", HEAD(2), "(?i)fn\\s+\\w+\\(\\d{2,}[\\d\\s]*?\\)", "fn main(42 )",
-	        NULL);
+	fs_seed("regex_rg", HEAD(2), "(?i)fn\\s+\\w+\\(\\d{2,}[\\d\\s]*?\\)", "fn main(42 )", NULL);
 	fs_seed("regex_hex", HEAD(2), "\\x41\\x{1F600}[^\\]\\-]+(?:ab|cd)$",
 	        "A\xf0\x9f\x98\x80zzab", NULL);
 	fs_seed("replace_one", HEAD(3, 0), "hello world\nhello\n", "world", "there");
@@ -635,11 +634,20 @@ cli_args(void)
 		const char *name;
 		const char *s;
 	} t[] = {
-	        {"size", "\x00" "1.5GiB"},  {"size_k", "\x00" "64k"},
-	        {"duration", "\x00" "1.5s"}, {"cpu", "\x00" "1500m"},
+	        {"size", "\x00"
+	                 "1.5GiB"},
+	        {"size_k", "\x00"
+	                   "64k"},
+	        {"duration", "\x00"
+	                     "1.5s"},
+	        {"cpu", "\x00"
+	                "1500m"},
 	        {"limits", "\x01memory=512M,pids=100,cpu=1.5,timeout=30s,idle=10m,output=1M"},
 	        {"limits_bad", "\x01memory=lots"},
-	        {"range", "\x02" "10:20"},     {"range_open", "\x02" "5:"},
+	        {"range", "\x02"
+	                  "10:20"},
+	        {"range_open", "\x02"
+	                       "5:"},
 	};
 	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
 		put("fuzz_cli_args", t[i].name, t[i].s, 1 + strlen(t[i].s + 1));

@@ -480,11 +480,15 @@ TEST(cpu_quota_holds)
 	char rel[256];
 	session_rel("t1", "cpu", rel, sizeof rel);
 	long long thr0 = cg_num(rel, "cpu.stat", "nr_throttled");
-	double limited = spin_share("cpu", 2000);
+	double limited = spin_share("cpu", 3000);
 	long long thr = cg_num(rel, "cpu.stat", "nr_throttled");
-	double unlimited = spin_share("free", 2000);
+	double unlimited = spin_share("free", 3000);
 	fprintf(stderr, "GUEST-METRIC cpu_throttled_periods=%lld\n", thr - thr0);
-	ASSERT_LE(limited * 1000, 250);   /* 200 millicores, some slack for one period */
+	/* 200 millicores is 20 ms per 100 ms period. The scheduler notices an
+	 * exhausted quota at a tick (4 ms with Debian's HZ=250), and under
+	 * qemu's emulation the guest's clocks wobble by a few percent (the
+	 * unlimited spinner reads 0.98-1.04): measured 0.205-0.244. */
+	ASSERT_LE(limited * 1000, 300);
 	ASSERT_GE(limited * 1000, 100);   /* ...but it did get its quota */
 	ASSERT_GE(unlimited * 1000, 700); /* the only runnable task on the guest's CPU */
 	ASSERT_GE(thr - thr0, 5);

@@ -861,34 +861,60 @@ TEST(gateway_down_502)
 	kt_node_stop(down);
 }
 
+static char tpl_dir[64];
+
+static void
+tpl_cleanup(void)
+{
+	char cmd[160];
+	if (!tpl_dir[0])
+		return;
+	snprintf(cmd, sizeof cmd, "rm -rf %s", tpl_dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "note: %s failed\n", cmd);
+	tpl_dir[0] = 0;
+}
+
 TEST(template_with_its_own_run)
 {
-	/* A directory template binds its /run read-only; here it is the host's,
-	 * which even has a kiln directory. init covers it with an empty tmpfs
-	 * (read-only again once the socket is in it). */
+	/* A directory template (not under /tmp: init builds roots there) whose
+	 * /run, bound read-only, already has a kiln directory: init covers it
+	 * with an empty tmpfs, read-only again once the socket is in place. Its
+	 * only program is a static client (exec tool; no shell in it). */
+	char bindir[4096], cmd[8192];
+	ssize_t k = readlink("/proc/self/exe", bindir, sizeof bindir - 1);
+	ASSERT_GT(k, 0);
+	bindir[k] = 0;
+	*strrchr(bindir, '/') = 0;
+	snprintf(tpl_dir, sizeof tpl_dir, "/var/tmp/kt-egress-tpl-%d", (int)getpid());
+	atexit(tpl_cleanup);
+	snprintf(cmd, sizeof cmd,
+	         "set -e; mkdir -p %1$s/run/kiln %1$s/bin; touch %1$s/run/kiln/stale.sock; "
+	         "cp %2$s/kt-egress-client %1$s/bin/",
+	         tpl_dir, bindir);
+	ASSERT_EQ(system(cmd), 0);
 	node_config cfg;
 	node_config_defaults(&cfg);
 	cfg.templates[0].target = 1;
-	cfg.templates[0].rootfs = "/";
+	cfg.templates[0].rootfs = tpl_dir;
 	cfg.egress_url = gw_url;
 	cfg.egress_token = TOKEN;
 	node *tn = kt_node_start(&cfg);
-	open_session(tn, "tpl1", "acme");
-	char cmd[512];
-	snprintf(cmd, sizeof cmd,
-	         "ls /run /run/kiln; touch /run/x 2>/dev/null || echo run-ro; "
-	         "curl -sS -m 20 --unix-socket /run/kiln/proxy.sock http://allowed.test:%u/tpl; "
-	         "curl -sS -m 20 http://allowed.test:%u/tpl-tcp",
-	         up_port, up_port);
-	Kiln__ToolResult *r = kt_bash(tn, "tpl1", cmd, 60000);
+	ASSERT_EQ(kt_open(tn, "tpl1", "acme"), 0);
+	char port[16];
+	snprintf(port, sizeof port, "%u", up_port);
+	const char *const argv[] = {"/bin/kt-egress-client", port, NULL};
+	Kiln__ToolResult *r = kt_exec(tn, "tpl1", 30000, argv);
 	fprintf(stderr, "  %s", kt_out(r));
-	ASSERT_CONTAINS(kt_out(r), "/run:\nkiln\n\n/run/kiln:\nproxy.sock\n");
-	ASSERT_CONTAINS(kt_out(r), "run-ro");
-	ASSERT_CONTAINS(kt_out(r), "GET /tpl HTTP/1.1");
+	ASSERT_EQ(r->exit_code, 0);
+	ASSERT_CONTAINS(kt_out(r), "/run: kiln\n/run/kiln: proxy.sock\n");
+	ASSERT_CONTAINS(kt_out(r), "/run: Read-only file system\n");
+	ASSERT_CONTAINS(kt_out(r), "GET /tpl-unix HTTP/1.1");
 	ASSERT_CONTAINS(kt_out(r), "GET /tpl-tcp HTTP/1.1");
 	kt_free_result(r);
 	ASSERT_EQ(kt_close(tn, "tpl1"), 0);
 	kt_node_stop(tn);
+	tpl_cleanup();
 }
 
 TEST(egress_disabled_403)

@@ -144,6 +144,31 @@ TEST(envelope_repeated_version_refused)
 	free(buf);
 }
 
+/* Regression (fuzz_envelope): protobuf-c took a field number 0 written as a
+ * multi-byte tag and kept it as an unknown field that packs back into bytes
+ * no parser accepts, so a client's call could be forwarded to a node that
+ * cannot decode it. Unknown fields with real numbers still pass. */
+TEST(envelope_field_zero_refused)
+{
+	/* Envelope{version 1, node_work{cancel{job_id 42, <unknown fixed64>}}} */
+	uint8_t msg[] = {0x08, 0x01, 0xf2, 0x01, 16, 0x22, 14, 0x08, 0x2a, 0x81, 0x80, 0x80,
+	                 0x00, 1,    2,    3,    4,  5,    6,  7,    8};
+	Kiln__Envelope *d = NULL;
+	ASSERT_EQ(kl_env_decode(msg, sizeof msg, KL_MAX_MSG, &d, NULL), -EBADMSG);
+	ASSERT(d == NULL);
+	msg[9] = 0xf9; /* the same tag for field 15: a legitimate unknown field */
+	ASSERT_EQ(kl_env_decode(msg, sizeof msg, KL_MAX_MSG, &d, NULL), 0);
+	ASSERT_EQ(d->node_work->cancel->job_id, 42);
+	uint8_t *buf;
+	size_t len;
+	ASSERT_EQ(kl_env_encode(d, &buf, &len), 0); /* and it survives a round trip */
+	kiln__envelope__free_unpacked(d, NULL);
+	ASSERT_EQ(kl_env_decode(buf, len, KL_MAX_MSG, &d, NULL), 0);
+	ASSERT_EQ(d->node_work->cancel->job_id, 42);
+	kiln__envelope__free_unpacked(d, NULL);
+	free(buf);
+}
+
 TEST(consttime_eq)
 {
 	ASSERT(kl_consttime_eq("abc", 3, "abc", 3));

@@ -25,7 +25,7 @@
 
 #include "kl_util.h"
 
-#define MAXS 64
+#define MAXS 320
 
 /* ---- deterministic randomness ---- */
 
@@ -1429,6 +1429,142 @@ TEST(split_everywhere)
 			ASSERT_GE(p.readables, 2); /* delivered as the bytes came */
 		side_free(&p);
 	}
+}
+
+/* More live streams than the table's first size, and frames larger than
+ * the output batch (the peer allows 256 KiB): the buffers grow. */
+TEST(many_streams_big_frames)
+{
+	struct side g, p;
+	struct gw_mux_config pc = {.max_frame = 256u << 10};
+	pair(&g, &p, NULL, &pc);
+	uint32_t ids[300];
+	int tags[300];
+	for (int i = 0; i < 300; i++) {
+		ids[i] = open_work(&g, (uint64_t)i);
+		tags[i] = i;
+		ASSERT_EQ(gw_mux_set_udata(g.m, ids[i], &tags[i]), 0);
+		add_src(&g, ids[i], i % 50 ? 100 : 600000, true);
+	}
+	ASSERT(gw_mux_udata(g.m, ids[7]) == &tags[7]);
+	ASSERT(gw_mux_udata(g.m, 9999) == NULL);
+	ASSERT_EQ(gw_mux_set_udata(g.m, 9999, NULL), -ENOENT);
+	ASSERT_EQ(gw_mux_stream_kind(g.m, ids[0]), GW_KIND_WORK);
+	ASSERT_EQ(gw_mux_stream_kind(g.m, 9999), -ENOENT);
+	g.tap = true;
+	run(&g, &p, 0, false);
+	size_t biggest = 0;
+	for (size_t i = 0; i < g.nlog; i++)
+		if (g.log[i].type == GW_T_DATA && g.log[i].len > biggest)
+			biggest = g.log[i].len;
+	ASSERT_EQ(biggest, 256u << 10);
+	for (int i = 0; i < 300; i++) {
+		ASSERT_EQ(sink_of(&p, ids[i])->got, i % 50 ? 100u : 600000u);
+		ASSERT_EQ(sink_of(&p, ids[i])->bad, 0);
+		ASSERT_EQ(sink_of(&p, ids[i])->ends, 1);
+		ASSERT_EQ(sink_of(&g, ids[i])->ends, 1);
+	}
+	side_free(&g);
+	side_free(&p);
+}
+
+/* With the connection window spent by a stream nobody reads, a FIN on
+ * another stream still goes out: FIN-only frames cost no window. */
+TEST(fin_without_window)
+{
+	struct side g, p;
+	struct gw_mux_config pc = {.conn_window = 65536, .stream_window = 65536};
+	pair(&g, &p, NULL, &pc);
+	p.autoread = false;
+	uint32_t hog = open_work(&g, 1), b = open_work(&g, 2);
+	add_src(&g, hog, 200000, false);
+	run(&g, &p, 0, false);
+	struct gw_mux_stats st;
+	gw_mux_stats(g.m, &st);
+	ASSERT_EQ(st.send_window, 0);
+	ASSERT_EQ(gw_mux_write(g.m, b, "x", 1), 1);
+	ASSERT_EQ(gw_mux_shutdown(g.m, b), 0);
+	ASSERT(!gw_mux_want_output(g.m)); /* "x" waits for window */
+	run(&g, &p, 0, false);
+	ASSERT_EQ(gw_mux_readable(p.m, b), 0);
+	/* The stream without data: its FIN leaves at once. */
+	uint32_t c = open_work(&g, 3);
+	ASSERT_EQ(gw_mux_shutdown(g.m, c), 0);
+	ASSERT(gw_mux_want_output(g.m));
+	run(&g, &p, 0, false);
+	ASSERT_EQ(gw_mux_read(p.m, c, (char[4]){0}, 4), 0);
+	ASSERT_EQ(gw_mux_read(p.m, b, (char[4]){0}, 4), -EAGAIN);
+	side_free(&g);
+	side_free(&p);
+}
+
+static int
+refuse_hello(gw_mux *m, const struct gw_hello *peer, void *arg)
+{
+	return GW_E_APP + 9;
+}
+
+static void
+nested_input(gw_mux *m, uint32_t id, void *udata, void *arg)
+{
+	struct iovec iov;
+	*(int *)arg += gw_mux_input(m, "x", 1) == -EBUSY;
+	*(int *)arg += gw_mux_output(m, &iov, 1) == -EBUSY;
+	*(int *)arg += gw_mux_tick(m, 1) == -EBUSY;
+	*(int *)arg += gw_mux_eof(m) == -EBUSY;
+}
+
+TEST(limits_and_refusals)
+{
+	/* The peer's max_streams bounds what we open. */
+	struct side g, p;
+	struct gw_mux_config pc = {.max_streams = 2};
+	pair(&g, &p, NULL, &pc);
+	uint32_t id;
+	open_work(&g, 1);
+	open_work(&g, 2);
+	ASSERT_EQ(gw_mux_open(g.m, GW_KIND_MCP, "r", 1, NULL, &id), -EAGAIN);
+	ASSERT_EQ(gw_mux_open(g.m, GW_KIND_MCP, "bad route", 9, NULL, &id), -EINVAL);
+	ASSERT_EQ(gw_mux_open(g.m, 42, NULL, 0, NULL, &id), -EINVAL);
+	/* An unsolicited PONG is ignored. */
+	uint8_t f[GW_HDR_LEN + 8];
+	gw_ping_encode(f, sizeof f, GW_T_PONG, 12345);
+	ASSERT_EQ(gw_mux_input(g.m, f, sizeof f), 0);
+	struct gw_mux_stats st;
+	gw_mux_stats(g.m, &st);
+	ASSERT_EQ(st.pongs_recv, 0);
+	side_free(&g);
+	side_free(&p);
+
+	/* The application refuses the peer's HELLO: GOAWAY with its code. */
+	static const struct gw_mux_ops refuse = {.on_hello = refuse_hello};
+	struct gw_mux_config c = {.role = GW_ROLE_PLANE, .ops = &refuse};
+	gw_mux *m;
+	ASSERT_EQ(gw_mux_new(&c, &m), 0);
+	struct gw_hello h;
+	uint8_t hf[GW_HDR_LEN + GW_HELLO_MAX];
+	gw_hello_init(&h, GW_ROLE_GATEWAY);
+	ASSERT_EQ(gw_mux_input(m, hf, (size_t)gw_hello_encode(hf, sizeof hf, &h)), -ECONNABORTED);
+	ASSERT_STR_EQ(gw_mux_error(m), "HELLO refused: APPLICATION_ERROR");
+	ASSERT_EQ(gw_mux_error_code(m), GW_E_APP + 9);
+	struct frames fs;
+	out_frames(m, &fs);
+	ASSERT_EQ(fs.n, 1); /* no HELLO of ours: GOAWAY alone */
+	ASSERT_EQ(fs.f[0].h.type, GW_T_GOAWAY);
+	gw_mux_free(m);
+
+	/* Pump calls from a callback are refused. */
+	int busy = 0;
+	static const struct gw_mux_ops nest = {.on_readable = nested_input};
+	struct gw_mux_config nc = {.role = GW_ROLE_PLANE, .ops = &nest, .arg = &busy};
+	ASSERT_EQ(gw_mux_new(&nc, &m), 0);
+	ASSERT_EQ(gw_mux_input(m, hf, (size_t)gw_hello_encode(hf, sizeof hf, &h)), 0);
+	const uint8_t open[] = {GW_KIND_MCP, 'r'};
+	size_t n = raw(hf, GW_T_OPEN, 0, 1, open, sizeof open);
+	n += raw(hf + n, GW_T_DATA, 0, 1, "data", 4);
+	ASSERT_EQ(gw_mux_input(m, hf, n), 0);
+	ASSERT_EQ(busy, 4);
+	gw_mux_free(m);
 }
 
 /* Random bytes never crash the mux: either they are still a valid prefix,

@@ -456,12 +456,12 @@ TEST(error_structure)
 	expect_err("[scheduler]\nheartbeat_ms = 1000\n",
 	           "config line 2: heartbeat_ms: unknown key in [scheduler]");
 	expect_err(HEAD "\n[tenants acme]\ntoken = t\n",
-	           "config line 4: unknown section [tenants acme] (expected [scheduler] or [tenant "
-	           "NAME])");
+	           "config line 4: unknown section [tenants acme] (expected [scheduler], [tenant "
+	           "NAME] or [secret NAME])");
 	/* An unknown section is an error even with nothing in it. */
 	expect_err(HEAD "[shceduler]\n",
-	           "config line 3: unknown section [shceduler] (expected [scheduler] or [tenant "
-	           "NAME])");
+	           "config line 3: unknown section [shceduler] (expected [scheduler], [tenant "
+	           "NAME] or [secret NAME])");
 	expect_err("join_token = jt\n[scheduler]\n",
 	           "config line 1: join_token: outside any section (put it under [scheduler] or "
 	           "[tenant NAME])");
@@ -497,8 +497,8 @@ TEST(error_structure)
 	expect_err(HEAD "[tenant a]\ntoken = t\nweight = x\nbogus\n",
 	           "config line 5: weight: not a number: 'x'");
 	expect_err(HEAD "[shceduler]\nbogus\n",
-	           "config line 3: unknown section [shceduler] (expected [scheduler] or [tenant "
-	           "NAME])");
+	           "config line 3: unknown section [shceduler] (expected [scheduler], [tenant "
+	           "NAME] or [secret NAME])");
 	/* inih's line buffer is 200 bytes: a longer line is refused, not split. */
 	char text[512], val[300];
 	memset(val, '7', sizeof val - 1);
