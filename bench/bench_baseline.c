@@ -309,7 +309,9 @@ spawn_throughput(int threads, double seconds)
 typedef struct dthread {
 	pthread_t th;
 	const char *url;
-	uint64_t until, n;
+	pthread_barrier_t *ready; /* sessions open before the clock starts */
+	const uint64_t *until;
+	uint64_t n;
 	int idx;
 } dthread;
 
@@ -320,13 +322,13 @@ direct_tput_main(void *arg)
 	direct d = {0};
 	char sid[64];
 	snprintf(sid, sizeof sid, "bench-tput-%d-%d", (int)getpid(), t->idx);
-	if (direct_open(&d, t->url) < 0 || direct_session(&d, sid) < 0) {
-		direct_close(&d);
-		return NULL;
-	}
-	while (kl_now_ns() < t->until && !bench_interrupted)
+	bool ok = direct_open(&d, t->url) == 0 && direct_session(&d, sid) == 0;
+	pthread_barrier_wait(t->ready);
+	pthread_barrier_wait(t->ready); /* the main thread has set *until */
+	while (ok && kl_now_ns() < *t->until && !bench_interrupted)
 		t->n += direct_exec_true(&d, sid) != 0;
-	direct_session_close(&d, sid);
+	if (ok)
+		direct_session_close(&d, sid);
 	direct_close(&d);
 	return NULL;
 }
@@ -335,16 +337,23 @@ static double
 direct_throughput(const char *url, int threads, double seconds)
 {
 	dthread t[64];
-	uint64_t t0 = kl_now_ns();
+	pthread_barrier_t ready;
+	uint64_t until = 0;
+	pthread_barrier_init(&ready, NULL, (unsigned)threads + 1);
 	for (int i = 0; i < threads; i++) {
-		t[i] = (dthread){.url = url, .until = t0 + (uint64_t)(seconds * 1e9), .idx = i};
+		t[i] = (dthread){.url = url, .ready = &ready, .until = &until, .idx = i};
 		pthread_create(&t[i].th, NULL, direct_tput_main, &t[i]);
 	}
+	pthread_barrier_wait(&ready);
+	uint64_t t0 = kl_now_ns();
+	until = t0 + (uint64_t)(seconds * 1e9);
+	pthread_barrier_wait(&ready);
 	uint64_t n = 0;
 	for (int i = 0; i < threads; i++) {
 		pthread_join(t[i].th, NULL);
 		n += t[i].n;
 	}
+	pthread_barrier_destroy(&ready);
 	return (double)n / ((double)(kl_now_ns() - t0) / 1e9);
 }
 

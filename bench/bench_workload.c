@@ -130,7 +130,8 @@ set_steps(bench_script *sc, const bench_step *setup, int nsetup, const bench_ste
           int nsteps)
 {
 	sc->setup = kl_xcalloc((size_t)nsetup + 1, sizeof *sc->setup);
-	memcpy(sc->setup, setup, sizeof *setup * (size_t)nsetup);
+	if (nsetup)
+		memcpy(sc->setup, setup, sizeof *setup * (size_t)nsetup);
 	sc->nsetup = nsetup;
 	sc->steps = kl_xcalloc((size_t)nsteps, sizeof *sc->steps);
 	memcpy(sc->steps, steps, sizeof *steps * (size_t)nsteps);

@@ -107,7 +107,7 @@ usage(FILE *f)
 	        "  --no-main             skip the main run\n"
 	        "  --sweep               raise the offered load until p99 passes the SLO; report\n"
 	        "                        calls/s per node and the sizing line\n"
-	        "  --slo-ms Z            the p99 SLO of the sweep and the sizing (default 500)\n"
+	        "  --slo-ms Z            the p99 SLO of the sweep and the sizing (default 1000)\n"
 	        "  --sweep-start R       first offered load (default 10 calls/s)\n"
 	        "  --sweep-factor F      each step multiplies the load by F (default 1.5)\n"
 	        "  --sweep-max R         highest offered load tried (default 5000)\n"
@@ -172,7 +172,7 @@ defaults(bench_opts *o)
 	o->call_timeout_ms = 60000;
 	o->seed = 1;
 	o->main_run = true;
-	o->slo_ms = 500;
+	o->slo_ms = 1000;
 	o->sweep_start = 10;
 	o->sweep_factor = 1.5;
 	o->sweep_max = 5000;

@@ -7,136 +7,24 @@
  * or write(2) per batch, and at most one frame per stream per round), PING
  * timers, GOAWAY and connection failure. Events are queued while frames are
  * processed and delivered at the end of each pump call, so streams are only
- * freed where no caller can still hold them.
+ * freed where no caller can still hold them. The stream calls of gw_mux.h
+ * live in gw_mux_stream.c.
  */
-#include "gw_mux.h"
+#include "gw_mux_impl.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "kl_list.h"
 #include "kl_util.h"
-
-/* Send and receive queues are lists of fixed chunks; drained chunks are kept
- * on a short free list, so a busy stream does not malloc per frame. */
-#define CHUNK_CAP  16384u
-#define FREE_MAX   32u
-#define PONG_MAX   8u /* PONGs queued at once before a PING flood is declared */
-#define IBUF_MAX   GW_HELLO_MAX
-#define REFILL_MAX 4096u /* refill the output batch when at most this much is left */
-
-struct chunk {
-	struct chunk *next;
-	uint32_t off, len; /* unread bytes are data[off, len) */
-	uint8_t data[CHUNK_CAP];
-};
-
-struct queue {
-	struct chunk *head, *tail;
-	size_t bytes;
-};
-
-struct stream {
-	uint32_t id;
-	uint8_t kind;
-	bool local;      /* we opened it */
-	bool fin_queued; /* gw_mux_shutdown called */
-	bool fin_sent;   /* our FIN is framed */
-	bool fin_recvd;
-	bool eof_read; /* the application saw EOF */
-	bool ended;    /* waiting for on_end, then freed */
-	uint32_t end_code;
-	char *end_msg;
-	int64_t swin;     /* what we may still send (the peer's window) */
-	uint32_t rwin;    /* what the peer may still send us */
-	uint32_t rcredit; /* read by the application, not yet returned */
-	struct queue sq, rq;
-	kl_list active;   /* in m->active: has something to frame */
-	kl_list wu;       /* in m->wu: owes the peer a WINDOW_UPDATE */
-	kl_list readable; /* in m->readable: on_readable due */
-	kl_list blocked;  /* in m->blocked: a write was refused */
-	kl_list writable; /* in m->writable: on_writable due */
-	kl_list ended_l;  /* in m->ended: on_end due */
-	struct stream *hnext;
-	void *udata;
-};
-
-/* A pre-encoded control frame waiting for output. */
-struct ctl_item {
-	kl_list link;
-	uint32_t len;
-	uint8_t type;
-	uint8_t buf[];
-};
-
-enum in_state { IN_HDR, IN_PAY, IN_DATA, IN_SKIP };
-enum sid_class { SID_LIVE, SID_CLOSED, SID_IDLE };
-
-struct gw_mux {
-	struct gw_mux_config cfg;
-	struct gw_hello hello; /* ours */
-	struct gw_hello peer;
-	bool peer_ok;   /* the peer's HELLO arrived */
-	bool hello_out; /* ours is queued */
-	bool in_pump;
-
-	/* streams */
-	struct stream **tab;
-	size_t tabmask, ntab;
-	uint32_t next_sid, last_peer;
-	uint32_t nlocal, npeer;
-	bool control_open;
-
-	/* flow control: connection level */
-	int64_t swin;
-	uint32_t rwin, rcredit;
-	size_t sq_total, rq_total;
-
-	kl_list active, wu, readable, blocked, writable, ended, ctl;
-	size_t ctl_bytes;
-	unsigned npong;
-
-	/* output batch */
-	uint8_t *ob;
-	size_t ob_off, ob_len, ob_cap;
-
-	/* input parser */
-	enum in_state in;
-	uint8_t ih[GW_HDR_LEN];
-	size_t ih_have;
-	struct gw_fhdr cur;
-	uint32_t cur_left;
-	struct stream *cur_s;
-	uint8_t ibuf[IBUF_MAX];
-	size_t ibuf_have;
-
-	/* timers */
-	bool ticked;
-	uint64_t now, hello_deadline, next_ping, ping_sent_at;
-	uint64_t ping_seq, pong_seq;
-	bool ping_out;
-	uint32_t missed;
-
-	/* GOAWAY and failure */
-	bool goaway_sent, goaway_recvd;
-	uint32_t goaway_last_recvd;
-	int err;
-	uint32_t err_code;
-	char errmsg[256];
-
-	struct chunk *freel;
-	unsigned nfree;
-	struct gw_mux_stats st;
-};
 
 /* ---- chunks and queues ---- */
 
-static struct chunk *
-chunk_get(gw_mux *m)
+struct gwm_chunk *
+gwm_chunk_get(gw_mux *m)
 {
-	struct chunk *c = m->freel;
+	struct gwm_chunk *c = m->freel;
 	if (c) {
 		m->freel = c->next;
 		m->nfree--;
@@ -149,9 +37,9 @@ chunk_get(gw_mux *m)
 }
 
 static void
-chunk_put(gw_mux *m, struct chunk *c)
+chunk_put(gw_mux *m, struct gwm_chunk *c)
 {
-	if (m->nfree >= FREE_MAX) {
+	if (m->nfree >= GWM_FREE_MAX) {
 		free(c);
 		return;
 	}
@@ -160,19 +48,19 @@ chunk_put(gw_mux *m, struct chunk *c)
 	m->nfree++;
 }
 
-static void
-q_append(gw_mux *m, struct queue *q, const uint8_t *src, size_t n)
+void
+gwm_q_append(gw_mux *m, struct gwm_queue *q, const uint8_t *src, size_t n)
 {
 	while (n) {
-		if (!q->tail || q->tail->len == CHUNK_CAP) {
-			struct chunk *c = chunk_get(m);
+		if (!q->tail || q->tail->len == GWM_CHUNK_CAP) {
+			struct gwm_chunk *c = gwm_chunk_get(m);
 			if (q->tail)
 				q->tail->next = c;
 			else
 				q->head = c;
 			q->tail = c;
 		}
-		size_t k = KL_MIN(n, CHUNK_CAP - q->tail->len);
+		size_t k = KL_MIN(n, GWM_CHUNK_CAP - q->tail->len);
 		memcpy(q->tail->data + q->tail->len, src, k);
 		q->tail->len += (uint32_t)k;
 		q->bytes += k;
@@ -183,10 +71,10 @@ q_append(gw_mux *m, struct queue *q, const uint8_t *src, size_t n)
 
 /* Drop drained chunks from the head. */
 static void
-q_trim(gw_mux *m, struct queue *q)
+q_trim(gw_mux *m, struct gwm_queue *q)
 {
 	while (q->head && q->head->off == q->head->len) {
-		struct chunk *c = q->head;
+		struct gwm_chunk *c = q->head;
 		q->head = c->next;
 		if (!q->head)
 			q->tail = NULL;
@@ -195,12 +83,12 @@ q_trim(gw_mux *m, struct queue *q)
 }
 
 /* Copy n <= q->bytes bytes out (dst NULL: just drop them). */
-static void
-q_take(gw_mux *m, struct queue *q, uint8_t *dst, size_t n)
+void
+gwm_q_take(gw_mux *m, struct gwm_queue *q, uint8_t *dst, size_t n)
 {
 	while (n) {
 		q_trim(m, q);
-		struct chunk *c = q->head;
+		struct gwm_chunk *c = q->head;
 		size_t k = KL_MIN(n, (size_t)(c->len - c->off));
 		if (dst) {
 			memcpy(dst, c->data + c->off, k);
@@ -214,10 +102,10 @@ q_take(gw_mux *m, struct queue *q, uint8_t *dst, size_t n)
 }
 
 static void
-q_clear(gw_mux *m, struct queue *q)
+q_clear(gw_mux *m, struct gwm_queue *q)
 {
 	while (q->head) {
-		struct chunk *c = q->head;
+		struct gwm_chunk *c = q->head;
 		q->head = c->next;
 		chunk_put(m, c);
 	}
@@ -227,23 +115,23 @@ q_clear(gw_mux *m, struct queue *q)
 
 /* ---- the stream table ---- */
 
-static struct stream *
-tab_get(const gw_mux *m, uint32_t id)
+struct gwm_stream *
+gwm_tab_get(const gw_mux *m, uint32_t id)
 {
-	for (struct stream *s = m->tab[id & m->tabmask]; s; s = s->hnext)
+	for (struct gwm_stream *s = m->tab[id & m->tabmask]; s; s = s->hnext)
 		if (s->id == id)
 			return s;
 	return NULL;
 }
 
 static void
-tab_put(gw_mux *m, struct stream *s)
+tab_put(gw_mux *m, struct gwm_stream *s)
 {
 	if (m->ntab > m->tabmask) {
 		size_t nb = (m->tabmask + 1) * 2;
-		struct stream **t = kl_xcalloc(nb, sizeof *t);
+		struct gwm_stream **t = kl_xcalloc(nb, sizeof *t);
 		for (size_t i = 0; i <= m->tabmask; i++)
-			for (struct stream *x = m->tab[i], *nx; x; x = nx) {
+			for (struct gwm_stream *x = m->tab[i], *nx; x; x = nx) {
 				nx = x->hnext;
 				x->hnext = t[x->id & (nb - 1)];
 				t[x->id & (nb - 1)] = x;
@@ -252,16 +140,16 @@ tab_put(gw_mux *m, struct stream *s)
 		m->tab = t;
 		m->tabmask = nb - 1;
 	}
-	struct stream **b = &m->tab[s->id & m->tabmask];
+	struct gwm_stream **b = &m->tab[s->id & m->tabmask];
 	s->hnext = *b;
 	*b = s;
 	m->ntab++;
 }
 
 static void
-tab_del(gw_mux *m, struct stream *s)
+tab_del(gw_mux *m, struct gwm_stream *s)
 {
-	for (struct stream **p = &m->tab[s->id & m->tabmask]; *p; p = &(*p)->hnext)
+	for (struct gwm_stream **p = &m->tab[s->id & m->tabmask]; *p; p = &(*p)->hnext)
 		if (*p == s) {
 			*p = s->hnext;
 			m->ntab--;
@@ -275,23 +163,23 @@ is_local_id(const gw_mux *m, uint32_t id)
 	return (id & 1) == (m->cfg.role == GW_ROLE_GATEWAY);
 }
 
-static struct stream *
-lookup(const gw_mux *m, uint32_t id, enum sid_class *cls)
+static struct gwm_stream *
+lookup(const gw_mux *m, uint32_t id, enum gwm_sid_class *cls)
 {
-	struct stream *s = tab_get(m, id);
+	struct gwm_stream *s = gwm_tab_get(m, id);
 	if (s)
-		*cls = s->ended ? SID_CLOSED : SID_LIVE;
+		*cls = s->ended ? GWM_SID_CLOSED : GWM_SID_LIVE;
 	else if (is_local_id(m, id))
-		*cls = id < m->next_sid ? SID_CLOSED : SID_IDLE;
+		*cls = id < m->next_sid ? GWM_SID_CLOSED : GWM_SID_IDLE;
 	else
-		*cls = id <= m->last_peer ? SID_CLOSED : SID_IDLE;
+		*cls = id <= m->last_peer ? GWM_SID_CLOSED : GWM_SID_IDLE;
 	return s && !s->ended ? s : NULL;
 }
 
-static struct stream *
-stream_new(gw_mux *m, uint32_t id, uint8_t kind, bool local)
+struct gwm_stream *
+gwm_stream_new(gw_mux *m, uint32_t id, uint8_t kind, bool local)
 {
-	struct stream *s = kl_xcalloc(1, sizeof *s);
+	struct gwm_stream *s = kl_xcalloc(1, sizeof *s);
 	s->id = id;
 	s->kind = kind;
 	s->local = local;
@@ -312,7 +200,7 @@ stream_new(gw_mux *m, uint32_t id, uint8_t kind, bool local)
 }
 
 static void
-stream_unlink(struct stream *s)
+stream_unlink(struct gwm_stream *s)
 {
 	kl_list_del(&s->active);
 	kl_list_del(&s->wu);
@@ -322,7 +210,7 @@ stream_unlink(struct stream *s)
 }
 
 static void
-stream_free(gw_mux *m, struct stream *s)
+stream_free(gw_mux *m, struct gwm_stream *s)
 {
 	q_clear(m, &s->sq);
 	q_clear(m, &s->rq);
@@ -338,8 +226,8 @@ stream_free(gw_mux *m, struct stream *s)
 static int conn_fail(gw_mux *m, int err, uint32_t code, bool goaway, const char *fmt, ...)
         KL_PRINTF(5, 6);
 
-static int
-ctl_push(gw_mux *m, const uint8_t *frame, int len, bool head, bool provoked)
+int
+gwm_ctl_push(gw_mux *m, const uint8_t *frame, int len, bool head, bool provoked)
 {
 	if (len < 0)
 		return len; /* an encoder refused: a bug, but never a crash */
@@ -349,7 +237,7 @@ ctl_push(gw_mux *m, const uint8_t *frame, int len, bool head, bool provoked)
 		        "%zu bytes of control frames queued: the peer provokes them faster "
 		        "than it reads",
 		        m->ctl_bytes);
-	struct ctl_item *c = kl_xmalloc(sizeof *c + (size_t)len);
+	struct gwm_ctl_item *c = kl_xmalloc(sizeof *c + (size_t)len);
 	c->len = (uint32_t)len;
 	c->type = frame[4];
 	memcpy(c->buf, frame, (size_t)len);
@@ -366,7 +254,7 @@ ctl_clear(gw_mux *m, bool keep_hello)
 {
 	kl_list *pos, *tmp;
 	kl_list_for_each_safe (pos, tmp, &m->ctl) {
-		struct ctl_item *c = kl_list_entry(pos, struct ctl_item, link);
+		struct gwm_ctl_item *c = kl_list_entry(pos, struct gwm_ctl_item, link);
 		if (keep_hello && c->type == GW_T_HELLO)
 			continue;
 		kl_list_del(&c->link);
@@ -381,14 +269,14 @@ rst_push(gw_mux *m, uint32_t id, uint32_t code, const char *msg, bool provoked)
 {
 	uint8_t f[GW_HDR_LEN + 4 + GW_MSG_MAX];
 	if (!m->err)
-		ctl_push(m, f, gw_rst_encode(f, sizeof f, id, code, msg), false, provoked);
+		gwm_ctl_push(m, f, gw_rst_encode(f, sizeof f, id, code, msg), false, provoked);
 }
 
 static int
 hello_push(gw_mux *m)
 {
 	uint8_t f[GW_HDR_LEN + GW_HELLO_MAX];
-	int r = ctl_push(m, f, gw_hello_encode(f, sizeof f, &m->hello), true, false);
+	int r = gwm_ctl_push(m, f, gw_hello_encode(f, sizeof f, &m->hello), true, false);
 	if (r == 0)
 		m->hello_out = true;
 	return r;
@@ -397,7 +285,7 @@ hello_push(gw_mux *m)
 /* ---- stream state ---- */
 
 static bool
-sendable(const gw_mux *m, const struct stream *s)
+sendable(const gw_mux *m, const struct gwm_stream *s)
 {
 	if (s->ended || s->fin_sent || !m->peer_ok || m->err)
 		return false;
@@ -406,8 +294,8 @@ sendable(const gw_mux *m, const struct stream *s)
 	return s->fin_queued;
 }
 
-static void
-update_active(gw_mux *m, struct stream *s)
+void
+gwm_update_active(gw_mux *m, struct gwm_stream *s)
 {
 	bool want = sendable(m, s);
 	if (want && !kl_list_linked(&s->active))
@@ -417,15 +305,15 @@ update_active(gw_mux *m, struct stream *s)
 }
 
 static void
-mark_readable(gw_mux *m, struct stream *s)
+mark_readable(gw_mux *m, struct gwm_stream *s)
 {
 	if (!kl_list_linked(&s->readable))
 		kl_list_add_tail(&m->readable, &s->readable);
 }
 
 /* Bytes the application read (or that were dropped): credit to return. */
-static void
-consumed(gw_mux *m, struct stream *s, size_t n)
+void
+gwm_consumed(gw_mux *m, struct gwm_stream *s, size_t n)
 {
 	m->rq_total -= n;
 	m->rcredit += (uint32_t)n;
@@ -438,8 +326,8 @@ consumed(gw_mux *m, struct stream *s, size_t n)
 
 /* The stream is over: queues on_end(code, msg), drops its buffers (returning
  * the connection credit of unread data), and sends RST if asked. */
-static void
-end_stream(gw_mux *m, struct stream *s, uint32_t code, const char *msg, bool send_rst)
+void
+gwm_end_stream(gw_mux *m, struct gwm_stream *s, uint32_t code, const char *msg, bool send_rst)
 {
 	if (s->ended)
 		return;
@@ -451,7 +339,7 @@ end_stream(gw_mux *m, struct stream *s, uint32_t code, const char *msg, bool sen
 	m->sq_total -= s->sq.bytes;
 	q_clear(m, &s->sq);
 	if (s->rq.bytes) {
-		consumed(m, NULL, s->rq.bytes);
+		gwm_consumed(m, NULL, s->rq.bytes);
 		q_clear(m, &s->rq);
 	}
 	stream_unlink(s);
@@ -464,21 +352,21 @@ end_stream(gw_mux *m, struct stream *s, uint32_t code, const char *msg, bool sen
 	kl_list_add_tail(&m->ended, &s->ended_l);
 }
 
-static void
-maybe_done(gw_mux *m, struct stream *s)
+void
+gwm_maybe_done(gw_mux *m, struct gwm_stream *s)
 {
 	if (!s->ended && s->fin_sent && s->fin_recvd && s->eof_read)
-		end_stream(m, s, GW_E_NONE, "", false);
+		gwm_end_stream(m, s, GW_E_NONE, "", false);
 }
 
 /* A stream error provoked by the peer: RST with the reason. */
 static void
-stream_error(gw_mux *m, struct stream *s, uint32_t code, const char *msg)
+stream_error(gw_mux *m, struct gwm_stream *s, uint32_t code, const char *msg)
 {
 	if (s->ended)
 		return;
 	rst_push(m, s->id, code, msg, true);
-	end_stream(m, s, code, msg, false);
+	gwm_end_stream(m, s, code, msg, false);
 }
 
 /* ---- connection failure ---- */
@@ -499,13 +387,14 @@ conn_fail(gw_mux *m, int err, uint32_t code, bool goaway, const char *fmt, ...)
 	ctl_clear(m, true);
 	if (goaway && !m->goaway_sent) {
 		uint8_t f[GW_HDR_LEN + 8 + GW_MSG_MAX];
-		ctl_push(m, f, gw_goaway_encode(f, sizeof f, m->last_peer, m->err_code, m->errmsg),
-		         false, false);
+		gwm_ctl_push(m, f,
+		             gw_goaway_encode(f, sizeof f, m->last_peer, m->err_code, m->errmsg),
+		             false, false);
 		m->goaway_sent = true;
 	}
 	for (size_t i = 0; i <= m->tabmask; i++)
-		for (struct stream *s = m->tab[i]; s; s = s->hnext)
-			end_stream(m, s, m->err_code, m->errmsg, false);
+		for (struct gwm_stream *s = m->tab[i]; s; s = s->hnext)
+			gwm_end_stream(m, s, m->err_code, m->errmsg, false);
 	m->cur_s = NULL;
 	return err;
 }
@@ -520,15 +409,15 @@ deliver(gw_mux *m)
 	for (;;) {
 		kl_list *n;
 		if ((n = kl_list_pop(&m->readable))) {
-			struct stream *s = kl_list_entry(n, struct stream, readable);
+			struct gwm_stream *s = kl_list_entry(n, struct gwm_stream, readable);
 			if (!s->ended && ops && ops->on_readable)
 				ops->on_readable(m, s->id, s->udata, arg);
 		} else if ((n = kl_list_pop(&m->writable))) {
-			struct stream *s = kl_list_entry(n, struct stream, writable);
+			struct gwm_stream *s = kl_list_entry(n, struct gwm_stream, writable);
 			if (!s->ended && ops && ops->on_writable)
 				ops->on_writable(m, s->id, s->udata, arg);
 		} else if ((n = kl_list_pop(&m->ended))) {
-			struct stream *s = kl_list_entry(n, struct stream, ended_l);
+			struct gwm_stream *s = kl_list_entry(n, struct gwm_stream, ended_l);
 			if (ops && ops->on_end)
 				ops->on_end(m, s->id, s->end_code, s->end_msg, s->udata, arg);
 			tab_del(m, s);
@@ -564,7 +453,7 @@ static void
 fill_ctl(gw_mux *m)
 {
 	while (!kl_list_empty(&m->ctl)) {
-		struct ctl_item *c = kl_list_entry(m->ctl.next, struct ctl_item, link);
+		struct gwm_ctl_item *c = kl_list_entry(m->ctl.next, struct gwm_ctl_item, link);
 		/* Before the handshake only our HELLO leaves (and, on failure, GOAWAY). */
 		if (!m->peer_ok && !m->err && c->type != GW_T_HELLO)
 			break;
@@ -595,7 +484,7 @@ fill_wu(gw_mux *m)
 	}
 	kl_list *n;
 	while ((n = kl_list_pop(&m->wu))) {
-		struct stream *s = kl_list_entry(n, struct stream, wu);
+		struct gwm_stream *s = kl_list_entry(n, struct gwm_stream, wu);
 		if (s->ended || s->fin_recvd || !s->rcredit)
 			continue;
 		put_window(m, s->id, s->rcredit);
@@ -606,11 +495,11 @@ fill_wu(gw_mux *m)
 
 /* One DATA frame of n bytes from s (FIN if fin). */
 static void
-put_data(gw_mux *m, struct stream *s, size_t n, bool fin)
+put_data(gw_mux *m, struct gwm_stream *s, size_t n, bool fin)
 {
 	uint8_t *p = ob_room(m, GW_HDR_LEN + n);
 	gw_fhdr_encode(p, (uint32_t)n, GW_T_DATA, fin ? GW_F_FIN : 0, s->id);
-	q_take(m, &s->sq, p + GW_HDR_LEN, n);
+	gwm_q_take(m, &s->sq, p + GW_HDR_LEN, n);
 	m->ob_len += GW_HDR_LEN + n;
 	m->st.frames_out++;
 	m->st.data_out += n;
@@ -619,7 +508,7 @@ put_data(gw_mux *m, struct stream *s, size_t n, bool fin)
 	m->sq_total -= n;
 	if (fin) {
 		s->fin_sent = true;
-		maybe_done(m, s);
+		gwm_maybe_done(m, s);
 	}
 }
 
@@ -631,7 +520,7 @@ fill_fins(gw_mux *m)
 {
 	kl_list *pos, *tmp;
 	kl_list_for_each_safe (pos, tmp, &m->active) {
-		struct stream *s = kl_list_entry(pos, struct stream, active);
+		struct gwm_stream *s = kl_list_entry(pos, struct gwm_stream, active);
 		if (!s->sq.bytes && s->fin_queued) {
 			kl_list_del(&s->active);
 			put_data(m, s, 0, true);
@@ -647,7 +536,7 @@ fill_data(gw_mux *m)
 {
 	uint32_t maxf = m->peer.max_frame;
 	while (m->ob_len - m->ob_off < m->cfg.out_batch && !kl_list_empty(&m->active)) {
-		struct stream *s = kl_list_entry(m->active.next, struct stream, active);
+		struct gwm_stream *s = kl_list_entry(m->active.next, struct gwm_stream, active);
 		size_t n = KL_MIN(s->sq.bytes, (size_t)maxf);
 		n = KL_MIN(n, (size_t)s->swin); /* > 0 while queued with data: sendable() */
 		n = m->swin > 0 ? KL_MIN(n, (size_t)m->swin) : 0;
@@ -658,8 +547,16 @@ fill_data(gw_mux *m)
 		}
 		kl_list_del(&s->active);
 		put_data(m, s, n, fin);
-		update_active(m, s);
+		gwm_update_active(m, s);
 	}
+}
+
+size_t
+gwm_room(const gw_mux *m, const struct gwm_stream *s)
+{
+	size_t a = m->cfg.stream_sendbuf - KL_MIN(s->sq.bytes, m->cfg.stream_sendbuf);
+	size_t b = m->cfg.total_sendbuf - KL_MIN(m->sq_total, m->cfg.total_sendbuf);
+	return KL_MIN(a, b);
 }
 
 /* Writers refused for lack of room hear about it once half the room is back. */
@@ -669,11 +566,8 @@ wake_writers(gw_mux *m)
 	size_t want = KL_MIN(m->cfg.stream_sendbuf, m->cfg.total_sendbuf) / 2;
 	kl_list *pos, *tmp;
 	kl_list_for_each_safe (pos, tmp, &m->blocked) {
-		struct stream *s = kl_list_entry(pos, struct stream, blocked);
-		size_t room = m->cfg.stream_sendbuf - KL_MIN(s->sq.bytes, m->cfg.stream_sendbuf);
-		room = KL_MIN(room,
-		              m->cfg.total_sendbuf - KL_MIN(m->sq_total, m->cfg.total_sendbuf));
-		if (room >= KL_MAX(want, (size_t)1)) {
+		struct gwm_stream *s = kl_list_entry(pos, struct gwm_stream, blocked);
+		if (gwm_room(m, s) >= KL_MAX(want, (size_t)1)) {
 			kl_list_del(&s->blocked);
 			kl_list_add_tail(&m->writable, &s->writable);
 		}
@@ -718,10 +612,10 @@ on_hello(gw_mux *m, const uint8_t *p, size_t n)
 	m->peer_ok = true;
 	m->swin = h.conn_window;
 	for (size_t i = 0; i <= m->tabmask; i++)
-		for (struct stream *s = m->tab[i]; s; s = s->hnext)
+		for (struct gwm_stream *s = m->tab[i]; s; s = s->hnext)
 			if (s->local && !s->ended) {
 				s->swin = h.stream_window;
-				update_active(m, s);
+				gwm_update_active(m, s);
 			}
 	const struct gw_mux_ops *ops = m->cfg.ops;
 	int r = ops && ops->on_hello ? ops->on_hello(m, &m->peer, m->cfg.arg) : 0;
@@ -734,41 +628,51 @@ on_hello(gw_mux *m, const uint8_t *p, size_t n)
 		hello_push(m);
 }
 
-static void
-on_open(gw_mux *m, const uint8_t *p, size_t n)
+/* Whether the peer may open stream id now: false after failing the
+ * connection (misused ids) or refusing the stream with RST. */
+static bool
+open_allowed(gw_mux *m, uint32_t id)
 {
-	uint32_t id = m->cur.sid;
 	char why[GW_MSG_MAX];
 	if (is_local_id(m, id)) {
 		conn_fail(m, -EPROTO, GW_E_PROTOCOL, true,
 		          "OPEN of stream %u: that parity is ours (the %s opens %s ids)", id,
 		          m->cfg.role == GW_ROLE_GATEWAY ? "control plane" : "gateway",
 		          m->cfg.role == GW_ROLE_GATEWAY ? "even" : "odd");
-		return;
+		return false;
 	}
 	if (id <= m->last_peer) {
 		conn_fail(m, -EPROTO, GW_E_PROTOCOL, true,
 		          "OPEN reuses stream id %u (ids must increase; last opened %u)", id,
 		          m->last_peer);
-		return;
+		return false;
 	}
 	m->last_peer = id;
 	if (m->goaway_recvd) {
 		conn_fail(m, -EPROTO, GW_E_PROTOCOL, true,
 		          "OPEN of stream %u after the peer's GOAWAY", id);
-		return;
+		return false;
 	}
 	if (m->goaway_sent) {
 		rst_push(m, id, GW_E_REFUSED, "going away: stream not processed", true);
-		return;
+		return false;
 	}
 	if (m->npeer >= m->cfg.max_streams) {
 		snprintf(why, sizeof why, "too many streams (limit %u)", m->cfg.max_streams);
 		rst_push(m, id, GW_E_REFUSED, why, true);
-		return;
+		return false;
 	}
+	return true;
+}
+
+static void
+on_open(gw_mux *m, const uint8_t *p, size_t n)
+{
+	uint32_t id = m->cur.sid;
 	struct gw_open o;
 	struct gw_err e;
+	if (!open_allowed(m, id))
+		return;
 	if (gw_open_decode(p, n, &o, &e) < 0) {
 		rst_push(m, id, e.code, e.msg, true);
 		return;
@@ -780,7 +684,7 @@ on_open(gw_mux *m, const uint8_t *p, size_t n)
 		         true);
 		return;
 	}
-	struct stream *s = stream_new(m, id, o.kind, false);
+	struct gwm_stream *s = gwm_stream_new(m, id, o.kind, false);
 	const struct gw_mux_ops *ops = m->cfg.ops;
 	int r = ops && ops->on_open ? ops->on_open(m, id, o.kind, o.meta, o.meta_len, m->cfg.arg)
 	                            : 0;
@@ -808,9 +712,9 @@ on_window(gw_mux *m, const uint8_t *p, size_t n)
 {
 	uint32_t id = m->cur.sid, inc;
 	struct gw_err e;
-	enum sid_class cls = SID_LIVE;
-	struct stream *s = id ? lookup(m, id, &cls) : NULL;
-	if (cls == SID_IDLE) {
+	enum gwm_sid_class cls = GWM_SID_LIVE;
+	struct gwm_stream *s = id ? lookup(m, id, &cls) : NULL;
+	if (cls == GWM_SID_IDLE) {
 		conn_fail(m, -EPROTO, GW_E_PROTOCOL, true,
 		          "WINDOW_UPDATE on stream %u, which was never opened", id);
 		return;
@@ -842,7 +746,7 @@ on_window(gw_mux *m, const uint8_t *p, size_t n)
 		return;
 	}
 	s->swin += inc;
-	update_active(m, s);
+	gwm_update_active(m, s);
 }
 
 static void
@@ -850,28 +754,29 @@ on_rst(gw_mux *m, const uint8_t *p, size_t n)
 {
 	uint32_t code;
 	char msg[GW_MSG_MAX + 1];
-	enum sid_class cls;
-	struct stream *s = lookup(m, m->cur.sid, &cls);
-	if (cls == SID_IDLE) {
+	enum gwm_sid_class cls;
+	struct gwm_stream *s = lookup(m, m->cur.sid, &cls);
+	if (cls == GWM_SID_IDLE) {
 		conn_fail(m, -EPROTO, GW_E_PROTOCOL, true,
 		          "RST on stream %u, which was never opened", m->cur.sid);
 		return;
 	}
 	gw_rst_decode(p, n, &code, msg, sizeof msg, NULL); /* the length was checked */
 	if (s)
-		end_stream(m, s, code, msg, false);
+		gwm_end_stream(m, s, code, msg, false);
 }
 
 static void
 on_ping(gw_mux *m, const uint8_t *p)
 {
 	uint8_t f[GW_HDR_LEN + 8];
-	if (m->npong >= PONG_MAX) {
+	if (m->npong >= GWM_PONG_MAX) {
 		conn_fail(m, -EPROTO, GW_E_CALM, true,
 		          "PING flood: %u PONGs queued and the peer keeps asking", m->npong);
 		return;
 	}
-	if (ctl_push(m, f, gw_ping_encode(f, sizeof f, GW_T_PONG, gw_get64(p)), false, true) == 0)
+	if (gwm_ctl_push(m, f, gw_ping_encode(f, sizeof f, GW_T_PONG, gw_get64(p)), false, true) ==
+	    0)
 		m->npong++;
 }
 
@@ -909,11 +814,11 @@ on_goaway(gw_mux *m, const uint8_t *p, size_t n)
 	m->goaway_recvd = true;
 	m->goaway_last_recvd = last;
 	for (size_t i = 0; i <= m->tabmask; i++)
-		for (struct stream *s = m->tab[i]; s; s = s->hnext)
+		for (struct gwm_stream *s = m->tab[i]; s; s = s->hnext)
 			if (s->local && s->id > last)
-				end_stream(m, s, GW_E_REFUSED,
-				           "not processed by the peer (GOAWAY): safe to retry",
-				           false);
+				gwm_end_stream(m, s, GW_E_REFUSED,
+				               "not processed by the peer (GOAWAY): safe to retry",
+				               false);
 	const struct gw_mux_ops *ops = m->cfg.ops;
 	if (ops && ops->on_goaway)
 		ops->on_goaway(m, last, code, msg, m->cfg.arg);
@@ -958,9 +863,9 @@ static void
 data_begin(gw_mux *m)
 {
 	const struct gw_fhdr *h = &m->cur;
-	enum sid_class cls;
-	struct stream *s = lookup(m, h->sid, &cls);
-	if (cls == SID_IDLE) {
+	enum gwm_sid_class cls;
+	struct gwm_stream *s = lookup(m, h->sid, &cls);
+	if (cls == GWM_SID_IDLE) {
 		conn_fail(m, -EPROTO, GW_E_PROTOCOL, true,
 		          "DATA on stream %u, which was never opened", h->sid);
 		return;
@@ -986,18 +891,18 @@ data_begin(gw_mux *m)
 	m->cur_s = s;
 	m->cur_left = h->len;
 	m->st.data_in += h->len;
-	m->in = h->len ? IN_DATA : IN_HDR;
+	m->in = h->len ? GWM_IN_DATA : GWM_IN_HDR;
 }
 
 static void
 data_bytes(gw_mux *m, const uint8_t *p, size_t n)
 {
-	struct stream *s = m->cur_s;
+	struct gwm_stream *s = m->cur_s;
 	if (!s) {
 		m->rcredit += (uint32_t)n; /* closed stream: the connection gets it back */
 		return;
 	}
-	q_append(m, &s->rq, p, n);
+	gwm_q_append(m, &s->rq, p, n);
 	m->rq_total += n;
 	mark_readable(m, s);
 }
@@ -1005,7 +910,7 @@ data_bytes(gw_mux *m, const uint8_t *p, size_t n)
 static void
 data_end(gw_mux *m)
 {
-	struct stream *s = m->cur_s;
+	struct gwm_stream *s = m->cur_s;
 	m->cur_s = NULL;
 	if (s && m->cur.flags & GW_F_FIN) {
 		s->fin_recvd = true;
@@ -1036,14 +941,14 @@ on_header(gw_mux *m)
 	m->cur = h;
 	if (r == 1) {
 		m->cur_left = h.len;
-		m->in = h.len ? IN_SKIP : IN_HDR;
+		m->in = h.len ? GWM_IN_SKIP : GWM_IN_HDR;
 	} else if (h.type == GW_T_DATA) {
 		data_begin(m);
-		if (m->in == IN_HDR && !m->err)
+		if (m->in == GWM_IN_HDR && !m->err)
 			data_end(m);
 	} else {
 		m->ibuf_have = 0;
-		m->in = IN_PAY; /* every control type has a payload (gw_fhdr_check) */
+		m->in = GWM_IN_PAY; /* every control type has a payload (gw_fhdr_check) */
 	}
 }
 
@@ -1052,7 +957,7 @@ in_step(gw_mux *m, const uint8_t *p, size_t len)
 {
 	size_t k;
 	switch (m->in) {
-	case IN_HDR:
+	case GWM_IN_HDR:
 		k = KL_MIN(GW_HDR_LEN - m->ih_have, len);
 		memcpy(m->ih + m->ih_have, p, k);
 		m->ih_have += k;
@@ -1061,29 +966,29 @@ in_step(gw_mux *m, const uint8_t *p, size_t len)
 			on_header(m);
 		}
 		return k;
-	case IN_PAY:
+	case GWM_IN_PAY:
 		k = KL_MIN(m->cur.len - m->ibuf_have, len);
 		memcpy(m->ibuf + m->ibuf_have, p, k);
 		m->ibuf_have += k;
 		if (m->ibuf_have == m->cur.len) {
-			m->in = IN_HDR;
+			m->in = GWM_IN_HDR;
 			on_frame(m, m->ibuf, m->ibuf_have);
 		}
 		return k;
-	case IN_DATA:
+	case GWM_IN_DATA:
 		k = KL_MIN((size_t)m->cur_left, len);
 		data_bytes(m, p, k);
 		m->cur_left -= (uint32_t)k;
 		if (!m->cur_left) {
-			m->in = IN_HDR;
+			m->in = GWM_IN_HDR;
 			data_end(m);
 		}
 		return k;
-	default: /* IN_SKIP */
+	default: /* GWM_IN_SKIP */
 		k = KL_MIN((size_t)m->cur_left, len);
 		m->cur_left -= (uint32_t)k;
 		if (!m->cur_left)
-			m->in = IN_HDR;
+			m->in = GWM_IN_HDR;
 		return k;
 	}
 }
@@ -1118,7 +1023,7 @@ gw_mux_output(gw_mux *m, struct iovec *iov, int iovcnt)
 		return -EINVAL;
 	m->in_pump = true;
 	size_t left = m->ob_len - m->ob_off;
-	if (left <= KL_MIN((size_t)REFILL_MAX, m->cfg.out_batch / 4)) {
+	if (left <= KL_MIN((size_t)GWM_REFILL_MAX, m->cfg.out_batch / 4)) {
 		if (m->ob_off) {
 			memmove(m->ob, m->ob + m->ob_off, left);
 			m->ob_off = 0;
@@ -1153,7 +1058,8 @@ gw_mux_want_output(const gw_mux *m)
 	if (m->ob_len > m->ob_off)
 		return true;
 	if (!kl_list_empty(&m->ctl)) {
-		const struct ctl_item *c = kl_list_entry(m->ctl.next, struct ctl_item, link);
+		const struct gwm_ctl_item *c =
+		        kl_list_entry(m->ctl.next, struct gwm_ctl_item, link);
 		if (m->peer_ok || m->err || c->type == GW_T_HELLO)
 			return true;
 	}
@@ -1185,7 +1091,8 @@ timers(gw_mux *m, uint64_t now)
 			                 "peer dead: %u PINGs in a row unanswered, %u ms apart",
 			                 m->missed, m->cfg.ping_interval_ms);
 		uint8_t f[GW_HDR_LEN + 8];
-		ctl_push(m, f, gw_ping_encode(f, sizeof f, GW_T_PING, ++m->ping_seq), false, false);
+		gwm_ctl_push(m, f, gw_ping_encode(f, sizeof f, GW_T_PING, ++m->ping_seq), false,
+		             false);
 		m->st.pings_sent++;
 		m->ping_out = true;
 		m->ping_sent_at = now;
@@ -1345,12 +1252,12 @@ gw_mux_free(gw_mux *m)
 	deliver(m);
 	ctl_clear(m, false);
 	for (size_t i = 0; i <= m->tabmask; i++)
-		for (struct stream *s = m->tab[i], *nx; s; s = nx) {
+		for (struct gwm_stream *s = m->tab[i], *nx; s; s = nx) {
 			nx = s->hnext;
 			stream_free(m, s);
 		}
 	while (m->freel) {
-		struct chunk *c = m->freel;
+		struct gwm_chunk *c = m->freel;
 		m->freel = c->next;
 		free(c);
 	}
@@ -1386,254 +1293,7 @@ gw_mux_goaway(gw_mux *m, uint32_t code, const char *msg)
 		return 0;
 	}
 	uint8_t f[GW_HDR_LEN + 8 + GW_MSG_MAX];
-	ctl_push(m, f, gw_goaway_encode(f, sizeof f, m->last_peer, code, msg), false, false);
+	gwm_ctl_push(m, f, gw_goaway_encode(f, sizeof f, m->last_peer, code, msg), false, false);
 	m->goaway_sent = true;
 	return 0;
-}
-
-/* ---- streams ---- */
-
-int
-gw_mux_open(gw_mux *m, uint8_t kind, const void *meta, size_t meta_len, void *udata,
-            uint32_t *ret_id)
-{
-	uint8_t f[GW_HDR_LEN + 1 + GW_META_MAX];
-	if (m->err)
-		return -ENOTCONN;
-	if (m->goaway_sent || m->goaway_recvd)
-		return -ESHUTDOWN;
-	if (gw_open_check(kind, meta, meta_len, NULL) < 0)
-		return -EINVAL;
-	if (kind == GW_KIND_CONTROL && m->cfg.role != GW_ROLE_GATEWAY)
-		return -EINVAL;
-	if (kind == GW_KIND_CONTROL && m->control_open)
-		return -EEXIST;
-	if (m->nlocal >= (m->peer_ok ? m->peer.max_streams : GW_MAX_STREAMS_DEFAULT))
-		return -EAGAIN;
-	if (m->next_sid > GW_SID_MAX)
-		return -ENOSPC;
-	uint32_t id = m->next_sid;
-	int r = ctl_push(m, f, gw_open_encode(f, sizeof f, id, 0, kind, meta, meta_len), false,
-	                 false);
-	if (r < 0)
-		return r;
-	m->next_sid += 2;
-	struct stream *s = stream_new(m, id, kind, true);
-	s->udata = udata;
-	if (kind == GW_KIND_CONTROL)
-		m->control_open = true;
-	*ret_id = id;
-	return 0;
-}
-
-/* The stream for a write: NULL with *err set when writing is not possible. */
-static struct stream *
-writer(const gw_mux *m, uint32_t id, int *err)
-{
-	struct stream *s = tab_get(m, id);
-	if (!s)
-		*err = -ENOENT;
-	else if (s->ended)
-		*err = s->end_code == GW_E_NONE ? -EPIPE : -ECONNRESET;
-	else if (s->fin_queued)
-		*err = -EPIPE;
-	else
-		return s;
-	return NULL;
-}
-
-static size_t
-room(const gw_mux *m, const struct stream *s)
-{
-	size_t a = m->cfg.stream_sendbuf - KL_MIN(s->sq.bytes, m->cfg.stream_sendbuf);
-	size_t b = m->cfg.total_sendbuf - KL_MIN(m->sq_total, m->cfg.total_sendbuf);
-	return KL_MIN(a, b);
-}
-
-static void
-want_room(gw_mux *m, struct stream *s)
-{
-	if (!kl_list_linked(&s->blocked))
-		kl_list_add_tail(&m->blocked, &s->blocked);
-}
-
-ssize_t
-gw_mux_write(gw_mux *m, uint32_t id, const void *buf, size_t len)
-{
-	int err;
-	struct stream *s = writer(m, id, &err);
-	if (!s)
-		return err;
-	if (!len)
-		return 0;
-	size_t n = KL_MIN(len, room(m, s));
-	if (n < len)
-		want_room(m, s);
-	if (!n)
-		return -EAGAIN;
-	q_append(m, &s->sq, buf, n);
-	m->sq_total += n;
-	update_active(m, s);
-	return (ssize_t)n;
-}
-
-int
-gw_mux_write_reserve(gw_mux *m, uint32_t id, void **ret_ptr, size_t *ret_len)
-{
-	int err;
-	struct stream *s = writer(m, id, &err);
-	if (!s)
-		return err;
-	size_t n = room(m, s);
-	if (!n) {
-		want_room(m, s);
-		return -EAGAIN;
-	}
-	struct queue *q = &s->sq;
-	if (!q->tail || q->tail->len == CHUNK_CAP) {
-		struct chunk *c = chunk_get(m);
-		if (q->tail)
-			q->tail->next = c;
-		else
-			q->head = c;
-		q->tail = c;
-	}
-	*ret_ptr = q->tail->data + q->tail->len;
-	*ret_len = KL_MIN(n, (size_t)(CHUNK_CAP - q->tail->len));
-	return 0;
-}
-
-int
-gw_mux_write_commit(gw_mux *m, uint32_t id, size_t n)
-{
-	int err;
-	struct stream *s = writer(m, id, &err);
-	if (!s)
-		return err;
-	struct queue *q = &s->sq;
-	if (!n)
-		return 0;
-	if (!q->tail || n > CHUNK_CAP - q->tail->len || n > room(m, s))
-		return -EINVAL;
-	q->tail->len += (uint32_t)n;
-	q->bytes += n;
-	m->sq_total += n;
-	update_active(m, s);
-	return 0;
-}
-
-/* The stream for a read: NULL with *err set (0 at EOF) when nothing can be read. */
-static struct stream *
-reader(gw_mux *m, uint32_t id, ssize_t *err)
-{
-	struct stream *s = tab_get(m, id);
-	if (!s) {
-		*err = -ENOENT;
-		return NULL;
-	}
-	if (s->ended && s->end_code != GW_E_NONE) {
-		*err = -ECONNRESET;
-		return NULL;
-	}
-	if (s->rq.bytes)
-		return s;
-	if (s->fin_recvd) {
-		s->eof_read = true;
-		maybe_done(m, s);
-		*err = 0;
-	} else {
-		*err = -EAGAIN;
-	}
-	return NULL;
-}
-
-ssize_t
-gw_mux_read(gw_mux *m, uint32_t id, void *buf, size_t len)
-{
-	ssize_t err;
-	struct stream *s = reader(m, id, &err);
-	if (!s)
-		return err;
-	size_t n = KL_MIN(len, s->rq.bytes);
-	q_take(m, &s->rq, buf, n);
-	consumed(m, s, n);
-	return (ssize_t)n;
-}
-
-ssize_t
-gw_mux_peek(gw_mux *m, uint32_t id, const void **ret_ptr)
-{
-	ssize_t err;
-	struct stream *s = reader(m, id, &err);
-	if (!s)
-		return err;
-	struct chunk *c = s->rq.head; /* trimmed: never drained while bytes remain */
-	*ret_ptr = c->data + c->off;
-	return (ssize_t)(c->len - c->off);
-}
-
-int
-gw_mux_skip(gw_mux *m, uint32_t id, size_t n)
-{
-	struct stream *s = tab_get(m, id);
-	if (!s)
-		return -ENOENT;
-	if (n > s->rq.bytes)
-		return -EINVAL;
-	q_take(m, &s->rq, NULL, n);
-	consumed(m, s, n);
-	return 0;
-}
-
-ssize_t
-gw_mux_readable(const gw_mux *m, uint32_t id)
-{
-	const struct stream *s = tab_get(m, id);
-	return s ? (ssize_t)s->rq.bytes : -ENOENT;
-}
-
-int
-gw_mux_shutdown(gw_mux *m, uint32_t id)
-{
-	int err;
-	struct stream *s = writer(m, id, &err);
-	if (!s)
-		return err;
-	s->fin_queued = true;
-	update_active(m, s);
-	return 0;
-}
-
-int
-gw_mux_reset(gw_mux *m, uint32_t id, uint32_t code, const char *msg)
-{
-	struct stream *s = tab_get(m, id);
-	if (!s || s->ended)
-		return -ENOENT;
-	end_stream(m, s, code, msg ? msg : "reset", true);
-	return 0;
-}
-
-void *
-gw_mux_udata(const gw_mux *m, uint32_t id)
-{
-	const struct stream *s = tab_get(m, id);
-	return s ? s->udata : NULL;
-}
-
-int
-gw_mux_set_udata(gw_mux *m, uint32_t id, void *udata)
-{
-	struct stream *s = tab_get(m, id);
-	if (!s)
-		return -ENOENT;
-	s->udata = udata;
-	return 0;
-}
-
-int
-gw_mux_stream_kind(const gw_mux *m, uint32_t id)
-{
-	const struct stream *s = tab_get(m, id);
-	return s ? s->kind : -ENOENT;
 }

@@ -327,6 +327,8 @@ TEST(node_kill_mid_call)
 	for (int i = 0; i < 6; i++)
 		call_async(a, other[i], NULL, "sleep 2; echo done", &oth[i]);
 	wait_starts(&cl, N0, N2, o_starts + 6);
+	for (int i = 0; i < 6; i++)
+		ASSERT(!pending_done(&oth[i]));
 	uint64_t t0 = kl_now_ms();
 	kt_cluster_kill_node(&cl, V, SIGKILL);
 	for (int i = 0; i < 2; i++) {
