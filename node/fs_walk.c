@@ -671,6 +671,82 @@ fs_tool_glob(const fs_root *root, const Kiln__GlobInput *in, fs_result *r)
 
 /* ---- grep's regex dialect ---- */
 
+/*
+ * glibc's regcomp parses recursively and copies every repeated
+ * subexpression: a pattern nested or stacked a few thousand levels deep
+ * ("((((a", "a****") overflows the worker thread's stack and takes the whole
+ * node down, and nested or long repetitions ("(a*){3000}", "x+++++++++++++++")
+ * take minutes and gigabytes to compile; with back-references regexec is
+ * exponential ("(.*)(.*)\2\1" on an 80-byte line: half a minute). The grep
+ * workers are a small shared pool, so one such call stalled every tenant's
+ * glob and grep on the node (found by fuzz_fstools). The translator bounds
+ * what it hands to regcomp: nesting depth, and the pattern's size with each
+ * repetition expanded the way glibc expands it, where a nullable part (x*,
+ * x?) counts double since its epsilon closures cost glibc quadratically.
+ * Back-references are refused, as ripgrep refuses them. Real patterns stay
+ * far below these limits.
+ */
+#define RE_MAX_LEN   4096 /* bytes of pattern */
+#define RE_MAX_DEPTH 32   /* nested groups */
+#define RE_MAX_SIZE  1000 /* nodes once repetitions are expanded */
+
+typedef struct re_size {
+	uint32_t sum[RE_MAX_DEPTH + 1];  /* per open group: its finished part */
+	uint32_t last[RE_MAX_DEPTH + 1]; /* its last item, which a quantifier repeats */
+	int depth;
+} re_size;
+
+static uint32_t
+re_cap(uint64_t v)
+{
+	return v > RE_MAX_SIZE ? RE_MAX_SIZE + 1 : (uint32_t)v;
+}
+
+static void
+re_item(re_size *z, uint32_t cost)
+{
+	z->sum[z->depth] = re_cap((uint64_t)z->sum[z->depth] + z->last[z->depth]);
+	z->last[z->depth] = cost;
+}
+
+/* A quantifier on the last item: the item is copied `copies` times. */
+static void
+re_repeat(re_size *z, uint64_t copies, bool nullable)
+{
+	uint64_t c = (uint64_t)z->last[z->depth] * (nullable ? 2 : 1);
+	z->last[z->depth] = re_cap(c * (copies ? copies : 1) + 1);
+}
+
+static uint32_t
+re_total(const re_size *z)
+{
+	uint64_t t = 0;
+	for (int d = 0; d <= z->depth; d++)
+		t += (uint64_t)z->sum[d] + z->last[d];
+	return re_cap(t);
+}
+
+/* The larger bound of the interval at p ("{n}", "{n,}", "{n,m}", "{,m}"):
+ * how many copies of its operand glibc makes. */
+static uint64_t
+re_interval_copies(const char *p)
+{
+	uint64_t n = 0, m = 0;
+	bool comma = false, have_m = false;
+	for (p++; *p && *p != '}'; p++) {
+		if (*p == ',') {
+			comma = true;
+		} else if (*p >= '0' && *p <= '9') {
+			uint64_t *v = comma ? &m : &n;
+			*v = KL_MIN(*v * 10 + (uint64_t)(*p - '0'), (uint64_t)RE_MAX_SIZE + 1);
+			have_m |= comma;
+		} else {
+			break;
+		}
+	}
+	return comma ? (have_m ? m : n + 1) : n;
+}
+
 static int
 re_refuse(fs_result *r, const char *what)
 {
@@ -751,6 +827,8 @@ tr_escape(fs_buf *b, const char **pp, fs_result *r)
 	}
 	if (p[1] == 'p' || p[1] == 'P')
 		return re_refuse(r, "Unicode classes (\\p{...}) are not supported");
+	if (p[1] >= '1' && p[1] <= '9')
+		return re_refuse(r, "back-references (\\1) are not supported");
 	/* \w \s \b \< \1 and escaped punctuation: glibc's ERE knows them.
 	 * A trailing backslash is left for regcomp to report. */
 	fs_buf_add(b, p, p[1] ? 2 : 1);
@@ -819,36 +897,74 @@ tr_class(fs_buf *b, const char **pp, fs_result *r)
 	return 0;
 }
 
+#define RE_STACKED "a quantifier cannot follow another; group the first, as in (a+)*"
+
 /* One token of the pattern outside brackets. *quant says whether it was a
- * quantifier (a '?' after one makes it lazy, which we drop). */
+ * quantifier (a '?' after one makes it lazy, which we drop); after_quant
+ * whether the previous token was one. z tracks the size glibc will build. */
 static int
-tr_token(fs_buf *b, const char **pp, bool *quant, bool *interval, fs_result *r)
+tr_token(fs_buf *b, const char **pp, bool after_quant, bool *quant, bool *interval, re_size *z,
+         fs_result *r)
 {
 	const char *p = *pp;
 	*quant = false;
 	switch (*p) {
-	case '\\':
-		return tr_escape(b, pp, r);
-	case '[':
+	case '\': re_item(z, 1); return tr_escape(b, pp, r); case '[':
+		re_item(z, 1);
 		return tr_class(b, pp, r);
 	case '(':
 		if (p[1] == '?' && p[2] != ':')
 			return re_refuse(r, "look-around and inline flags other than a leading "
 			                    "(?i) are not supported");
+		if (z->depth == RE_MAX_DEPTH)
+			return re_refuse(r, "groups are nested too deeply");
+		z->depth++;
+		z->sum[z->depth] = z->last[z->depth] = 0;
 		*pp = p + (p[1] == '?' ? 3 : 1);
 		fs_buf_add(b, "(", 1);
 		return 0;
+	case ')':
+		if (z->depth > 0) {
+			uint64_t g = (uint64_t)z->sum[z->depth] + z->last[z->depth] + 1;
+			z->depth--;
+			re_item(z, re_cap(g));
+		} else {
+			re_item(z, 1);
+		}
+		break;
+	case '|':
+		z->sum[z->depth] = re_cap((uint64_t)z->sum[z->depth] + z->last[z->depth] + 1);
+		z->last[z->depth] = 0;
+		break;
 	case '{':
 		*interval = (p[1] >= '0' && p[1] <= '9') || p[1] == ',';
+		if (!*interval)
+			re_item(z, 1);
+		else if (after_quant)
+			return re_refuse(r, RE_STACKED);
+		else
+			re_repeat(z, re_interval_copies(p), false);
 		break;
 	case '}':
 		*quant = *interval;
+		if (!*interval)
+			re_item(z, 1);
 		*interval = false;
 		break;
 	case '*':
 	case '+':
 	case '?':
+		if (after_quant)
+			return re_refuse(r, RE_STACKED);
+		re_repeat(z, *p == '+' ? 2 : 1, *p != '+');
 		*quant = true;
+		break;
+	default:
+		/* An interval's digits are not items; anything else ends it. */
+		if (*interval && !((*p >= '0' && *p <= '9') || *p == ','))
+			*interval = false;
+		if (!*interval)
+			re_item(z, 1);
 		break;
 	}
 	fs_buf_add(b, p, 1);
@@ -861,22 +977,32 @@ fs_regex_translate(const char *pattern, char **ret, int *ret_cflags, fs_result *
 {
 	int cflags = REG_EXTENDED | REG_NEWLINE;
 	const char *p = pattern ? pattern : "";
+	if (strnlen(p, RE_MAX_LEN + 1) > RE_MAX_LEN)
+		return re_refuse(r, "the pattern is longer than 4096 bytes");
 	if (!strncmp(p, "(?i)", 4)) {
 		cflags |= REG_ICASE;
 		p += 4;
 	}
 	fs_buf b = {0};
-	bool quant = false, interval = false;
+	re_size z = {0};
+	bool quant = false, lazy = false, interval = false;
 	while (*p) {
-		/* Lazy and greedy quantifiers match the same lines. */
-		if (quant && *p == '?') {
-			quant = false;
+		/* Lazy and greedy quantifiers match the same lines. A quantifier
+		 * after the lazy mark is still stacked on the first. */
+		if (lazy && *p == '?') {
+			lazy = false;
 			p++;
 			continue;
 		}
-		if (tr_token(&b, &p, &quant, &interval, r) < 0) {
+		if (tr_token(&b, &p, quant, &quant, &interval, &z, r) < 0) {
 			fs_buf_fini(&b);
 			return -1;
+		}
+		lazy = quant;
+		if (re_total(&z) > RE_MAX_SIZE) {
+			fs_buf_fini(&b);
+			return re_refuse(r, "the pattern is too large once its repetitions are "
+			                    "expanded");
 		}
 	}
 	fs_buf_add(&b, "", 0);

@@ -57,14 +57,14 @@ enum ki_tag {
 	KT_SYMLINK,      /* "target\0dst" */
 	KT_FILE,         /* "dst\0content" (content to the record's end) */
 	KT_DIR,          /* "dst" */
-	KT_SECCOMP,      /* struct sock_filter[]: init installs it on itself before its first spawn */
-	KT_ARG,          /* one argv string (in order) */
-	KT_ENV,          /* one "K=V" string */
-	KT_CWD,          /* string */
-	KT_RLIMIT,       /* struct ki_rlimit */
-	KT_FDMAP,        /* int32[] target fd number of each SCM_RIGHTS fd; -1 = the cgroup dirfd */
-	KT_DEVICE,       /* "name": bind /dev/name from the host */
-	KT_TEXT,         /* human-readable detail of an error */
+	KT_SECCOMP, /* struct sock_filter[]: init installs it on itself before its first spawn */
+	KT_ARG,     /* one argv string (in order) */
+	KT_ENV,     /* one "K=V" string */
+	KT_CWD,     /* string */
+	KT_RLIMIT,  /* struct ki_rlimit */
+	KT_FDMAP,   /* int32[] target fd number of each SCM_RIGHTS fd; -1 = the cgroup dirfd */
+	KT_DEVICE,  /* "name": bind /dev/name from the host */
+	KT_TEXT,    /* human-readable detail of an error */
 	KT_SECCOMP_CHILD, /* struct sock_filter[]: added by each tool process after its caps drop */
 };
 

@@ -297,6 +297,16 @@ main(int argc, char **argv)
 	}
 	node_member_stop(m);
 	node_listener_stop(l);
-	node_free(the_node);
+	/* The handler must not see a freed node: block the signals first. */
+	sigset_t block;
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, NULL);
+	node *n = the_node;
+	the_node = NULL;
+	node_free(n);
+	for (int i = 1; i < cfg.ntemplates; i++)
+		free((char *)cfg.templates[i].rootfs);
 	return rc;
 }

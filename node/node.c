@@ -147,7 +147,7 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 	node *n = kl_xcalloc(1, sizeof *n);
 	int r;
 	n->cfg = *cfg;
-	n->init_fd = n->proc_fd = n->uid_lockfd = -1;
+	n->init_fd = n->proc_fd = n->uid_lockfd = n->name_lockfd = -1;
 	n->cg.rootfd = -1;
 	kl_map_init(&n->sessions);
 	kl_map_init(&n->tenants);
@@ -176,6 +176,19 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 		goto fail;
 	if (!n->name[0])
 		snprintf(n->name, sizeof n->name, "node-%u", n->uid_base);
+	/* One node per name on a host: starting reclaims kiln-<name>'s cgroups,
+	 * which would kill a live node of the same name. */
+	char lpath[300];
+	snprintf(lpath, sizeof lpath, "/run/kiln/node-%s.lock", n->name);
+	n->name_lockfd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (n->name_lockfd < 0 || flock(n->name_lockfd, LOCK_EX | LOCK_NB) < 0) {
+		snprintf(err, errlen,
+		         "another kiln-node named %s is running on this host (%s is locked); "
+		         "give this one another --name",
+		         n->name, lpath);
+		r = -EBUSY;
+		goto fail;
+	}
 	n->uid_count = cfg->uid_count ? cfg->uid_count : 65536;
 	n->uid_used = kl_xcalloc(n->uid_count, 1);
 	r = cg_tree_open(&n->cgd, n->name, n->enforced, cfg->move_self, &n->cg);
@@ -605,6 +618,7 @@ node_free(node *n)
 	kl_close(&n->init_fd);
 	kl_close(&n->proc_fd);
 	kl_close(&n->uid_lockfd);
+	kl_close(&n->name_lockfd);
 	if (n->cg.rootfd >= 0)
 		cg_tree_destroy(&n->cg);
 	free(n->uid_used);

@@ -265,6 +265,7 @@ struct node {
 	uint32_t uid_base, uid_count, uid_next;
 	uint8_t *uid_used;
 	int uid_lockfd;
+	int name_lockfd; /* /run/kiln/node-<name>.lock: one node per name */
 	/* tables */
 	kl_map sessions; /* id -> session */
 	kl_list session_list;

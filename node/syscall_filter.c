@@ -81,8 +81,7 @@ const char *const node_seccomp_denied[] = {
         NULL,
 };
 
-static const char *const enosys[] = {"io_uring_setup", "io_uring_enter", "io_uring_register",
-                                     NULL};
+static const char *const enosys[] = {"io_uring_setup", "io_uring_enter", "io_uring_register", NULL};
 
 static int
 deny_list(scmp_filter_ctx ctx, const char *const *names, uint32_t action)

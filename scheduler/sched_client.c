@@ -26,8 +26,8 @@
 static const char *
 tool_name(const Kiln__ToolCall *tc)
 {
-	static const char *const names[] = {"bash", "exec", "read", "write", "edit", "glob", "grep",
-	                                    "editor"};
+	static const char *const names[] = {"bash", "exec", "read", "write",
+	                                    "edit", "glob", "grep", "editor"};
 	int k = (int)tc->tool_case - KILN__TOOL_CALL__TOOL_BASH;
 	return k >= 0 && k < (int)KL_ARRAY_SIZE(names) ? names[k] : "none";
 }

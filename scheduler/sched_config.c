@@ -199,7 +199,7 @@ static const struct key sched_keys[] = {
 };
 
 #define SECK(n, k, f)                                                                            \
-	{                                                                                         \
+	{                                                                                        \
 		n, k, FIELD_SIZE(sched_secret_cfg, f), offsetof(sched_secret_cfg, f), 0, 0, NULL \
 	}
 
@@ -395,8 +395,9 @@ section_header(struct parse *p, const char *line, size_t len)
 			name++;
 		size_t nn = (size_t)(end - name);
 		if (!tenant_name_ok(name, nn)) {
-			perr(p, p->lineno, "secret name '%.*s': use letters, digits, '.', '_' or '-'",
-			     (int)nn, name);
+			perr(p, p->lineno,
+			     "secret name '%.*s': use letters, digits, '.', '_' or '-'", (int)nn,
+			     name);
 			return;
 		}
 		add_secret(p, name, nn);
@@ -766,8 +767,9 @@ finish(struct parse *p)
 		finish_tenant(p, i);
 	for (int i = 0; i < c->nsecrets && !p->failed; i++)
 		if (strlen(c->secrets[i].value) < 4)
-			perr(p, 0, "secret %s: its value must be at least 4 characters (shorter "
-			           "values cannot be scrubbed from outputs reliably)",
+			perr(p, 0,
+			     "secret %s: its value must be at least 4 characters (shorter "
+			     "values cannot be scrubbed from outputs reliably)",
 			     c->secrets[i].name);
 }
 

@@ -55,8 +55,8 @@ typedef struct sched_config {
 	uint32_t idle_ttl_ms;       /* session idle TTL default, 30 min */
 	uint32_t shutdown_grace_ms; /* 10000 */
 	bool dev;                   /* made by sched_config_dev(): well-known tokens */
-	char audit_log[4096];       /* hash-chained audit log of calls and admin actions ("": none) */
-	char audit_fsync[32];       /* none | every | interval:MS (docs/audit.md); "" = every */
+	char audit_log[4096]; /* hash-chained audit log of calls and admin actions ("": none) */
+	char audit_fsync[32]; /* none | every | interval:MS (docs/audit.md); "" = every */
 	int nsecrets;
 	struct sched_secret_cfg *secrets; /* heap array */
 	int ntenants;

@@ -113,8 +113,8 @@ struct ssess {
 	uint64_t created_ms, last_used_ms, calls_done;
 	kl_list node_link;
 	int retries;
-	bool counted;       /* counted in node->nsessions */
-	bool close_pending; /* close asked while opening */
+	bool counted;         /* counted in node->nsessions */
+	bool close_pending;   /* close asked while opening */
 	uint64_t secret_mask; /* secrets injected into it: scrubbed from its results */
 };
 
@@ -177,7 +177,7 @@ struct sched {
 	pthread_t ticker;
 	pthread_cond_t tick_cond;
 	bool ticker_running;
-	kl_audit *audit;         /* tool calls and admin actions (NULL: no audit log) */
+	kl_audit *audit; /* tool calls and admin actions (NULL: no audit log) */
 };
 
 /* sched_net.c */

@@ -82,8 +82,8 @@ sched_new(const sched_config *cfg, const char *extra_node_url, const char *extra
 	}
 	if (s->cfg.audit_log[0]) {
 		kl_audit_fsync fs = {0};
-		if (kl_audit_fsync_parse(s->cfg.audit_fsync[0] ? s->cfg.audit_fsync : "every", &fs) <
-		            0 ||
+		if (kl_audit_fsync_parse(s->cfg.audit_fsync[0] ? s->cfg.audit_fsync : "every",
+		                         &fs) < 0 ||
 		    kl_audit_open(s->cfg.audit_log, &fs, &s->audit, err, errlen) < 0) {
 			sched_free(s);
 			return -EINVAL;

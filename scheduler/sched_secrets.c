@@ -36,7 +36,7 @@ tenant_allowed(const sched_secret_cfg *sc, const char *tenant)
 
 int
 sched_secret_resolve(const sched_config *cfg, const char *tenant, const char *value,
-		     const char **ret_value, uint64_t *mask, char *err, size_t errlen)
+                     const char **ret_value, uint64_t *mask, char *err, size_t errlen)
 {
 	if (strncmp(value, SCHED_SECRET_PREFIX, sizeof SCHED_SECRET_PREFIX - 1))
 		return 0;
@@ -73,16 +73,16 @@ sched_secret_resolve(const sched_config *cfg, const char *tenant, const char *va
 
 int
 sched_secret_resolve_env(const sched_config *cfg, const char *tenant,
-			 Kiln__SessionOpen__EnvEntry **env, size_t n, uint64_t *mask, char *err,
-			 size_t errlen)
+                         Kiln__SessionOpen__EnvEntry **env, size_t n, uint64_t *mask, char *err,
+                         size_t errlen)
 {
 	RESOLVE_ENV(env, n);
 }
 
 int
 sched_secret_resolve_exec_env(const sched_config *cfg, const char *tenant,
-			      Kiln__ExecInput__EnvEntry **env, size_t n, uint64_t *mask, char *err,
-			      size_t errlen)
+                              Kiln__ExecInput__EnvEntry **env, size_t n, uint64_t *mask, char *err,
+                              size_t errlen)
 {
 	RESOLVE_ENV(env, n);
 }
@@ -100,7 +100,8 @@ scrub_buf(const sched_config *cfg, uint64_t mask, uint8_t **data, size_t *len)
 		size_t sl = strlen(sc->value);
 		char repl[80];
 		int rl = snprintf(repl, sizeof repl, "[secret:%s]", sc->name);
-		/* A truncated head: the longest suffix of the value (>= 4) the buffer starts with. */
+		/* A truncated head: the longest suffix of the value (>= 4) the buffer starts with.
+		 */
 		for (size_t k = sl - 1; k >= 4 && k < sl; k--) {
 			if (*len >= k && !memcmp(*data, sc->value + sl - k, k)) {
 				uint8_t *nb = kl_xmalloc(*len - k + (size_t)rl + 1);

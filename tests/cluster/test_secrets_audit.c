@@ -31,9 +31,9 @@ TEST(setup)
 	snprintf(audit, sizeof audit, "/tmp/kiln-audit-%d.log", (int)getpid());
 	unlink(audit);
 	snprintf(extra, sizeof extra,
-		 "[secret github]\nvalue = " SECRET "\ntenants = alpha\n"
-		 "[scheduler]\naudit_log = %s\naudit_fsync = every\n",
-		 audit);
+	         "[secret github]\nvalue = " SECRET "\ntenants = alpha\n"
+	         "[scheduler]\naudit_log = %s\naudit_fsync = every\n",
+	         audit);
 	kt_cluster_init(&cl, extra);
 	kt_cluster_start_sched(&cl);
 	const char *warm[] = {"--warm", "2", NULL};
@@ -55,19 +55,21 @@ TEST(secret_is_injected_and_scrubbed)
 	kiln_opened_free(op);
 	Kiln__ToolResult *r;
 	/* The value is really there: its length and a digest computed inside. */
-	ASSERT_EQ(kiln_bash(k, sid, "echo ${#GH_TOKEN}; printf %s \"$GH_TOKEN\" | sha256sum | cut -c1-8",
-			    0, &r),
-		  0);
+	ASSERT_EQ(kiln_bash(k, sid,
+	                    "echo ${#GH_TOKEN}; printf %s \"$GH_TOKEN\" | sha256sum | cut -c1-8", 0,
+	                    &r),
+	          0);
 	ASSERT_EQ(r->code, 0);
 	char want[64];
 	snprintf(want, sizeof want, "%zu\n", strlen(SECRET));
 	ASSERT(r->output.len > strlen(want) && !memcmp(r->output.data, want, strlen(want)));
 	kiln_result_free(r);
 	/* ...but it never comes out: stdout, stderr (merged in bash) and a file read. */
-	ASSERT_EQ(kiln_bash(k, sid, "echo \"token=$GH_TOKEN\"; echo \"$GH_TOKEN\" >&2; "
-				  "echo -n \"$GH_TOKEN\" > t.txt",
-			    0, &r),
-		  0);
+	ASSERT_EQ(kiln_bash(k, sid,
+	                    "echo \"token=$GH_TOKEN\"; echo \"$GH_TOKEN\" >&2; "
+	                    "echo -n \"$GH_TOKEN\" > t.txt",
+	                    0, &r),
+	          0);
 	char *out = strndup((char *)r->output.data, r->output.len);
 	ASSERT_NOT_CONTAINS(out, SECRET);
 	ASSERT_CONTAINS(out, "token=[secret:github]");

@@ -151,8 +151,8 @@ TEST(envelope_repeated_version_refused)
 TEST(envelope_field_zero_refused)
 {
 	/* Envelope{version 1, node_work{cancel{job_id 42, <unknown fixed64>}}} */
-	uint8_t msg[] = {0x08, 0x01, 0xf2, 0x01, 16, 0x22, 14, 0x08, 0x2a, 0x81, 0x80, 0x80,
-	                 0x00, 1,    2,    3,    4,  5,    6,  7,    8};
+	uint8_t msg[] = {0x08, 0x01, 0xf2, 0x01, 16, 0x22, 14, 0x08, 0x2a, 0x81, 0x80,
+	                 0x80, 0x00, 1,    2,    3,  4,    5,  6,    7,    8};
 	Kiln__Envelope *d = NULL;
 	ASSERT_EQ(kl_env_decode(msg, sizeof msg, KL_MAX_MSG, &d, NULL), -EBADMSG);
 	ASSERT(d == NULL);
