@@ -601,14 +601,18 @@ gw_header_dropped(const char *line, size_t len)
 static void
 gw_refusal(egress_conn *c, int status)
 {
-	const char *g = (const char *)c->gwb, *line;
-	size_t off = 0, len, blen = c->gwlen - c->gw_hend;
+	const char *g = (const char *)c->gwb, *line = "HTTP/1.1 502 Bad Gateway";
+	size_t off = 0, len = 24, blen = c->gwlen - c->gw_hend;
 	if (blen > c->gw_need)
 		blen = c->gw_need;
 	char *r = kl_xmalloc(2 * (size_t)c->gw_hend + blen + 128); /* + a CR per line */
 	size_t n = 0;
-	next_line(g, c->gw_hend, &off, &line, &len);
-	/* "HTTP/1.x NNN reason": keep "NNN reason" as the gateway wrote it. */
+	/* "HTTP/1.x NNN reason": keep "NNN reason" as the gateway wrote it (the head
+	 * was validated: its status line is at least that long). */
+	if (!next_line(g, c->gw_hend, &off, &line, &len) || len < 12) {
+		line = "HTTP/1.1 502 Bad Gateway";
+		len = 24;
+	}
 	n += (size_t)sprintf(r, "HTTP/1.1 %.*s\r\n", (int)(len - 9), line + 9);
 	while (next_line(g, c->gw_hend, &off, &line, &len) && len) {
 		if (gw_header_dropped(line, len))
