@@ -276,6 +276,9 @@ typedef struct bench_load {
 	const char *label; /* for the progress line */
 	double rate;       /* open loop: calls/s offered by all agents together */
 	double tenant_rate[BENCH_MAX_TENANTS]; /* > 0: this tenant's own rate instead */
+	/* This tenant's agents send on time even while their calls are in flight
+	 * (the scheduler queues them per session): a flood, not an agent. */
+	bool pipelined[BENCH_MAX_TENANTS];
 	bool closed;       /* closed loop: every agent sends again as soon as it has a result */
 	bool replay;       /* intended times from the steps' think_ms */
 	double duration_s; /* the measured window */

@@ -34,15 +34,22 @@ struct bench_agent {
 	kiln_client *k;
 	char session[96];
 	const bench_script *sc;
-	uint64_t step;    /* index of the next step (the cycle is step / nsteps) */
-	uint64_t next_ns; /* intended send time of the next call */
-	uint64_t intended_ns, sent_ns;
-	int tool;
-	bool measured;
+	uint64_t step;        /* index of the next step (the cycle is step / nsteps) */
+	uint64_t next_ns;     /* intended send time of the next call */
+	uint64_t intended_ns; /* of the last call sent */
+	bool pipelined;       /* sends on time even with calls in flight (a flood) */
 	uint64_t rng;
 	double gap_ns; /* open loop: mean gap between this agent's calls */
 	struct drv *d;
 };
+
+/* One call in flight: what its result is measured against. */
+typedef struct bench_call {
+	bench_agent *a;
+	uint64_t intended_ns, sent_ns;
+	int tool;
+	bool measured;
+} bench_call;
 
 typedef struct drv {
 	pthread_mutex_t mu;
@@ -119,9 +126,9 @@ heap_pop(drv *d)
 /* ---- recording ---- */
 
 static void
-count(drv *d, bench_agent *a, int what)
+count(drv *d, const bench_call *c0, int what)
 {
-	bench_counts *c[3] = {&d->m->total, &d->m->tools[a->tool], &d->m->tenants[a->tenant]};
+	bench_counts *c[3] = {&d->m->total, &d->m->tools[c0->tool], &d->m->tenants[c0->a->tenant]};
 	for (int i = 0; i < 3; i++) {
 		if (what == 0)
 			c[i]->sent++;
@@ -146,21 +153,21 @@ error_kind(int err, const kiln_error *ke, const char *prefix, char *out, size_t 
 }
 
 static void
-record_result(drv *d, bench_agent *a, uint64_t now, const Kiln__ToolResult *r)
+record_result(drv *d, const bench_call *c, uint64_t now, const Kiln__ToolResult *r)
 {
 	bench_metrics *m = d->m;
-	uint64_t lat = now - a->intended_ns;
+	uint64_t lat = now - c->intended_ns;
 	kl_hist_record(&m->all, lat);
-	kl_hist_record(&m->tool[a->tool], lat);
-	kl_hist_record(&m->tenant[a->tenant], lat);
-	kl_hist_record(&m->service, now - a->sent_ns);
-	count(d, a, 1);
+	kl_hist_record(&m->tool[c->tool], lat);
+	kl_hist_record(&m->tenant[c->a->tenant], lat);
+	kl_hist_record(&m->service, now - c->sent_ns);
+	count(d, c, 1);
 	const char *code = r->code == KILN__CODE__OK ? (r->is_error         ? "OK_IS_ERROR"
 	                                                : r->exit_code != 0 ? "EXIT_NONZERO"
 	                                                                    : "OK")
 	                                             : kl_code_name(r->code);
 	if (!strcmp(code, "OK"))
-		count(d, a, 3);
+		count(d, c, 3);
 	bench_kind_add(m->codes, &m->ncodes, code, 1);
 	m->tool_cpu_us += r->cpu_usec;
 	bench_node_stat *ns = bench_metrics_node(m, *r->node_id ? r->node_id : "?");
@@ -168,7 +175,8 @@ record_result(drv *d, bench_agent *a, uint64_t now, const Kiln__ToolResult *r)
 		ns->calls++;
 }
 
-/* The agent's call is over: schedule its next one. Under the lock. */
+/* Schedule the agent's next call: when its call is over, or (pipelined)
+ * as soon as it was sent. Under the lock. */
 static void
 advance(drv *d, bench_agent *a, uint64_t now)
 {
@@ -186,26 +194,37 @@ advance(drv *d, bench_agent *a, uint64_t now)
 	pthread_cond_signal(&d->cv);
 }
 
+/* A call is over (result or error). Under the lock; frees c. */
+static void
+finish(drv *d, bench_call *c, uint64_t now, const char *kind, const Kiln__ToolResult *res)
+{
+	if (c->measured) {
+		if (kind) {
+			count(d, c, 2);
+			bench_kind_add(d->m->kinds, &d->m->nkinds, kind, 1);
+		} else {
+			record_result(d, c, now, res);
+		}
+	}
+	d->inflight--;
+	if (!c->a->pipelined)
+		advance(d, c->a, now);
+	else
+		pthread_cond_signal(&d->cv);
+	free(c);
+}
+
 static void
 on_result(void *arg, int err, Kiln__ToolResult *res)
 {
-	bench_agent *a = arg;
-	drv *d = a->d;
+	bench_call *c = arg;
+	drv *d = c->a->d;
 	uint64_t now = kl_now_ns();
 	char kind[48] = "";
 	if (err < 0)
 		error_kind(err, kiln_last_error(), "", kind, sizeof kind);
 	pthread_mutex_lock(&d->mu);
-	if (a->measured) {
-		if (err < 0) {
-			count(d, a, 2);
-			bench_kind_add(d->m->kinds, &d->m->nkinds, kind, 1);
-		} else {
-			record_result(d, a, now, res);
-		}
-	}
-	d->inflight--;
-	advance(d, a, now);
+	finish(d, c, now, err < 0 ? kind : NULL, res);
 	pthread_mutex_unlock(&d->mu);
 	kiln_result_free(res);
 }
@@ -384,34 +403,35 @@ send_one(drv *d, bench_agent *a)
 {
 	const bench_step *s = &a->sc->steps[a->step % (uint64_t)a->sc->nsteps];
 	uint64_t now = kl_now_ns();
-	a->intended_ns = a->next_ns;
-	a->sent_ns = now;
-	a->tool = (int)s->tool;
-	a->measured = a->intended_ns >= d->win_ns && a->intended_ns < d->end_ns;
-	if (a->measured) {
-		count(d, a, 0);
-		kl_hist_record(&d->m->lag, now - a->intended_ns);
+	bench_call *c = kl_xcalloc(1, sizeof *c);
+	c->a = a;
+	c->intended_ns = a->intended_ns = a->next_ns;
+	c->sent_ns = now;
+	c->tool = (int)s->tool;
+	c->measured = c->intended_ns >= d->win_ns && c->intended_ns < d->end_ns;
+	if (c->measured) {
+		count(d, c, 0);
+		kl_hist_record(&d->m->lag, now - c->intended_ns);
 	}
 	d->inflight++;
 	uint64_t cycle = a->step / (uint64_t)a->sc->nsteps;
+	if (a->pipelined)
+		advance(d, a, now); /* the next call does not wait for this one */
 	pthread_mutex_unlock(&d->mu);
 
+	/* From here on an agent that is not pipelined is ours alone until its
+	 * result; a pipelined one may be sent again by this thread only. */
 	bench_call_buf buf;
 	Kiln__ToolCall tc;
 	bench_step_call(s, cycle, &buf, &tc);
 	tc.session_id = a->session;
-	int rc = kiln_call_async(a->k, &tc, on_result, a);
+	int rc = kiln_call_async(a->k, &tc, on_result, c);
 
 	pthread_mutex_lock(&d->mu);
 	if (rc < 0) {
 		char kind[48];
 		error_kind(rc, kiln_last_error(), "SEND:", kind, sizeof kind);
-		if (a->measured) {
-			count(d, a, 2);
-			bench_kind_add(d->m->kinds, &d->m->nkinds, kind, 1);
-		}
-		d->inflight--;
-		advance(d, a, kl_now_ns());
+		finish(d, c, kl_now_ns(), kind, NULL);
 	}
 }
 
@@ -455,6 +475,7 @@ schedule_agents(drv *d, const bench_load *L)
 	for (int i = 0; i < ag->n; i++) {
 		bench_agent *a = &ag->v[i];
 		a->d = d;
+		a->pipelined = !L->closed && L->pipelined[a->tenant];
 		a->rng = (L->seed ? L->seed : 0x9e3779b97f4a7c15ull) ^ ((uint64_t)(i + 1) << 20);
 		double rate = L->tenant_rate[a->tenant] > 0
 		                      ? L->tenant_rate[a->tenant] / per_tenant[a->tenant]

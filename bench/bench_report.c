@@ -232,6 +232,29 @@ print_fairness(const bench_results *R, FILE *f)
 	}
 }
 
+/* Failures other than quota refusals are not load: say so, and how to see why. */
+static void
+warnings(const bench_results *R, FILE *f)
+{
+	for (int i = 0; i < R->nruns; i++) {
+		const bench_metrics *m = R->runs[i].m;
+		uint64_t bad = 0;
+		for (int k = 0; k < m->nkinds; k++)
+			if (strcmp(m->kinds[k].name, "RESOURCE_EXHAUSTED"))
+				bad += m->kinds[k].n;
+		if (!bad || bad * 100 < m->total.sent)
+			continue;
+		fprintf(f, "\nwarning: run %s: %llu of %llu calls failed other than by a quota (",
+		        R->runs[i].name, (unsigned long long)bad,
+		        (unsigned long long)m->total.sent);
+		for (int k = 0; k < m->nkinds; k++)
+			fprintf(f, "%s%s %llu", k ? ", " : "", m->kinds[k].name,
+			        (unsigned long long)m->kinds[k].n);
+		fprintf(f, "): its latency describes a broken run, not capacity. Run again with "
+		           "KILN_BENCH_KEEP=1 to keep the cluster's logs.\n");
+	}
+}
+
 void
 bench_print_table(const bench_results *R, FILE *f)
 {
@@ -260,6 +283,7 @@ bench_print_table(const bench_results *R, FILE *f)
 			        R->place[i].nodes, R->place[i].per_s,
 			        R->place[i].per_s >= 50000 ? "PASS" : "MISS");
 	}
+	warnings(R, f);
 	if (R->interrupted)
 		fprintf(f, "\n(interrupted: the results above are partial)\n");
 }

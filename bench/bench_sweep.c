@@ -297,8 +297,10 @@ fair_run(bench_results *R, const bench_opts *o, bench_target *t, bench_agents *a
 	L.drain_s = 5;
 	for (int i = 0; i < ag->ntenants; i++)
 		L.tenant_rate[i] = o->fair_rate;
-	if (flood >= 0)
+	if (flood >= 0) {
 		L.tenant_rate[flood] = flood_rate;
+		L.pipelined[flood] = true;
+	}
 	L.rate = 0;
 	for (int i = 0; i < ag->ntenants; i++)
 		L.rate += L.tenant_rate[i];

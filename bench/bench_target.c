@@ -381,14 +381,12 @@ procs_config(bench_target *t, int node_port, int client_port, char *err, size_t 
 }
 
 static int
-spawn_node(bench_target *t, int i, const char *sched_exe, const char *node_url, char *err,
-           size_t errlen)
+spawn_node(bench_target *t, int i, const char *node_url, char *err, size_t errlen)
 {
 	char exe[1200], tok[300], log[300], name[64], warm[16], direct[64];
 	int r = need_exe(t, "kiln-node", exe, sizeof exe, err, errlen);
 	if (r < 0)
 		return r;
-	(void)sched_exe;
 	snprintf(tok, sizeof tok, "%s/join.token", t->dir);
 	snprintf(log, sizeof log, "%s/node-%d.log", t->dir, i);
 	snprintf(name, sizeof name, "bench-n%d", i);
@@ -464,7 +462,7 @@ procs_start(bench_target *t, char *err, size_t errlen)
 	}
 	t->node_pid0 = t->npids;
 	for (int i = 0; i < t->nodes; i++)
-		if ((r = spawn_node(t, i, exe, node_url, err, errlen)) < 0)
+		if ((r = spawn_node(t, i, node_url, err, errlen)) < 0)
 			return r;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	snprintf(t->desc, sizeof t->desc,

@@ -32,11 +32,10 @@ bench_tool_of(const char *name)
 
 const char *const bench_profile_names[] = {"coding", "shell", "file", "true", NULL};
 const char *const bench_profile_help[] = {
-        "a coding agent in a git repo: bash (git, ls, grep, python3, make+cc), read, write, "
-        "edit, glob, grep",
-        "a shell-heavy agent: bash pipelines (sort, awk, sed, grep, wc) and exec",
-        "a file-heavy agent: read, write, edit, glob, grep (no process spawned)",
-        "exec true only: the cost of a call itself",
+        "git, ls, grep, python3, make+cc; file tools",
+        "bash pipelines (sort, awk, sed, wc) and exec",
+        "read, write, edit, glob, grep only",
+        "exec true: the cost of a call itself",
         NULL,
 };
 
