@@ -21,6 +21,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -147,6 +148,15 @@ drain_nowait(shell *sh)
 	for (;;) {
 		struct iovec iov = {sh->buf, CHUNK};
 		ssize_t k = preadv2(sh->out_r, &iov, 1, -1, RWF_NOWAIT);
+		if (k < 0 && errno == EOPNOTSUPP) {
+			/* Pipes take RWF_NOWAIT only on newer kernels (not
+			 * Debian 12's 6.1). No read of ours is in flight now,
+			 * so reading what FIONREAD counts cannot block. */
+			int avail = 0;
+			if (ioctl(sh->out_r, FIONREAD, &avail) < 0 || avail <= 0)
+				return;
+			k = read(sh->out_r, sh->buf, KL_MIN((size_t)avail, (size_t)CHUNK));
+		}
 		if (k <= 0) {
 			if (k == 0)
 				sh->out_eof = true;
@@ -280,6 +290,9 @@ bash_on_init_msg(session *s, const struct ki_hdr *h, const uint8_t *msg, uint32_
 	if (h->type == KI_SPAWN_FAILED) {
 		KL_LOG(KL_ERROR, NODE_COMPONENT, "session=%s: starting bash failed at stage %d: %s",
 		       s->id, h->b, strerror(h->a));
+		/* The call reports why, not an exit status of a shell that never ran. */
+		sh->spawn_err = h->a ? h->a : EIO;
+		sh->spawn_stage = h->b;
 		sh->exited = true;
 		sh->wstatus = 127 << 8;
 		bash_maybe_finish(sh);
@@ -306,11 +319,13 @@ cmd_written(node_op *op, int res, uint32_t flags)
 		       sh->s->id, strerror(-res));
 }
 
+/* err: EINVAL for a bad input (INVALID_ARGUMENT), else what failed on the
+ * node (INTERNAL: e.g. EMFILE when the node is out of descriptors). */
 static void
-bash_fail(call *c, const char *msg)
+bash_fail(call *c, int err, const char *msg)
 {
 	kl_strlcpy(c->spawn_text, msg, sizeof c->spawn_text);
-	c->spawn_err = EINVAL;
+	c->spawn_err = err;
 	call_finish(c);
 }
 
@@ -327,16 +342,16 @@ bash_start(call *c)
 	}
 	size_t len = strlen(in->command);
 	if (len == 0)
-		return bash_fail(c, "no command provided (set command, or restart)");
+		return bash_fail(c, EINVAL, "no command provided (set command, or restart)");
 	if (len > BASH_CMD_MAX)
-		return bash_fail(c, "command is longer than 1 MiB");
+		return bash_fail(c, EINVAL, "command is longer than 1 MiB");
 	if (!s->sh) {
 		int r = shell_spawn(s);
 		if (r < 0) {
 			char m[128];
 			snprintf(m, sizeof m, "starting bash failed: %s", strerror(-r));
 			shell_fini(s);
-			return bash_fail(c, m);
+			return bash_fail(c, -r, m);
 		}
 	}
 	shell *sh = s->sh;
@@ -348,7 +363,7 @@ bash_start(call *c)
 	c->shell_ref = sh;
 	node_ref_get(&sh->ref);
 	if (ftruncate(sh->memfd, 0) < 0)
-		return bash_fail(c, "cannot reset the command buffer");
+		return bash_fail(c, errno, "cannot reset the command buffer");
 	node *n = s->n;
 	struct io_uring_sqe *sqe = loop_sqe(&n->loop);
 	io_uring_prep_write(sqe, sh->memfd, in->command, (unsigned)len, 0);
@@ -370,7 +385,8 @@ bash_result(call *c, Kiln__ToolResult *r, char *msg, size_t msglen)
 		return;
 	}
 	if (c->spawn_err || !sh) {
-		r->code = KILN__CODE__INVALID_ARGUMENT;
+		r->code = c->spawn_err == EINVAL ? KILN__CODE__INVALID_ARGUMENT
+		                                 : KILN__CODE__INTERNAL;
 		snprintf(msg, msglen, "%s", c->spawn_text);
 		return;
 	}
@@ -401,6 +417,12 @@ bash_result(call *c, Kiln__ToolResult *r, char *msg, size_t msglen)
 		snprintf(msg, msglen,
 		         "the shell exited (status %d); the next call starts a new shell",
 		         r->exit_code);
+	}
+	if (c->shell_died && sh->spawn_err) { /* it never ran */
+		r->code = KILN__CODE__INTERNAL;
+		r->exit_code = -1;
+		snprintf(msg, msglen, "starting bash failed at stage %d: %s", sh->spawn_stage,
+		         strerror(sh->spawn_err));
 	}
 	if (r->oom_killed)
 		snprintf(msg, msglen,

@@ -13,6 +13,7 @@
  */
 #include "fstools.h"
 
+#include "kl_clock.h"
 #include "kl_util.h"
 
 #include <dirent.h>
@@ -909,7 +910,10 @@ tr_token(fs_buf *b, const char **pp, bool after_quant, bool *quant, bool *interv
 	const char *p = *pp;
 	*quant = false;
 	switch (*p) {
-	case '\': re_item(z, 1); return tr_escape(b, pp, r); case '[':
+	case '\\':
+		re_item(z, 1);
+		return tr_escape(b, pp, r);
+	case '[':
 		re_item(z, 1);
 		return tr_class(b, pp, r);
 	case '(':
@@ -1022,6 +1026,10 @@ typedef struct grep_ctx {
 	uint64_t scanned;
 	bool full;     /* FS_GREP_MAX of output */
 	bool scan_cap; /* FS_GREP_SCAN_MAX read */
+	/* FS_GREP_TIME_MS spent: a worker is shared by every tenant, and even a
+	 * bounded regex can cost glibc milliseconds a line ("a{999}"). */
+	bool time_cap;
+	uint64_t deadline_ns;
 	char path[2 * PATH_MAX];
 } grep_ctx;
 
@@ -1039,7 +1047,10 @@ grep_line(grep_ctx *g, uint64_t lineno, const char *s, size_t n)
 	g->line[n] = 0;
 	s = g->line;
 	regmatch_t m = {.rm_so = 0, .rm_eo = (regoff_t)n};
-	if (regexec(&g->re, s, 1, &m, REG_STARTEND) != 0)
+	int e = regexec(&g->re, s, 1, &m, REG_STARTEND);
+	if (kl_now_ns() > g->deadline_ns)
+		g->time_cap = true;
+	if (e != 0)
 		return;
 	char num[32];
 	int k = snprintf(num, sizeof(num), ":%" PRIu64 ":", lineno);
@@ -1082,7 +1093,7 @@ typedef struct grep_file {
 static void
 grep_chunk(grep_ctx *g, grep_file *f, const char *p, const char *e)
 {
-	while (p < e && !g->full) {
+	while (p < e && !g->full && !g->time_cap) {
 		const char *nl = memchr(p, '\n', (size_t)(e - p));
 		const char *le = nl ? nl : e;
 		size_t k = (size_t)(le - p);
@@ -1119,7 +1130,7 @@ grep_fd(grep_ctx *g, int fd)
 			return;
 		g->scanned += (uint64_t)n;
 		grep_chunk(g, &f, g->chunk, g->chunk + n);
-		if (g->full)
+		if (g->full || g->time_cap)
 			return;
 		if (g->scanned >= FS_GREP_SCAN_MAX) {
 			g->scan_cap = true;
@@ -1147,7 +1158,7 @@ grep_visit(walk *w, int dirfd, const char *name, unsigned char type)
 	join_path(g->path, sizeof(g->path), g->base, w->rel);
 	grep_fd(g, fd);
 	close(fd);
-	w->stop = g->full || g->scan_cap;
+	w->stop = g->full || g->scan_cap || g->time_cap;
 	return WALK_SKIP;
 }
 
@@ -1185,6 +1196,7 @@ grep_run(grep_ctx *g, const fs_root *root, const char *display, fs_result *r)
 	walk w = {.fn = grep_visit, .ctx = g};
 	g->chunk = kl_xmalloc(GREP_CHUNK);
 	g->line = kl_xmalloc(FS_GREP_LINE_MAX + 2);
+	g->deadline_ns = kl_now_ns() + FS_GREP_TIME_MS * 1000000ull;
 	if (grep_target(g, root, &w, display, r) == 0) {
 		if (!g->out.len)
 			fs_buf_printf(&g->out, "no matches\n");
@@ -1195,9 +1207,14 @@ grep_run(grep_ctx *g, const fs_root *root, const char *display, fs_result *r)
 			        &g->out,
 			        "[stopped after reading %llu MiB of files; narrow the path]\n",
 			        FS_GREP_SCAN_MAX >> 20);
+		if (g->time_cap)
+			fs_buf_printf(&g->out,
+			              "[stopped after %u s of searching; narrow the path or "
+			              "simplify the pattern]\n",
+			              FS_GREP_TIME_MS / 1000);
 		walk_notes(&g->out, &w, "matches");
 		fs_buf_to_text(&g->out, r);
-		r->truncated = g->full || g->scan_cap || w.capped || w.deep;
+		r->truncated = g->full || g->scan_cap || g->time_cap || w.capped || w.deep;
 	}
 	free(g->chunk);
 	free(g->line);

@@ -39,6 +39,7 @@
 #define FS_WALK_MAX      100000       /* glob/grep: most directory entries visited */
 #define FS_WALK_DEPTH    64           /* glob/grep: deepest directory level entered */
 #define FS_GREP_SCAN_MAX (1ull << 30) /* grep: most file bytes read by one call */
+#define FS_GREP_TIME_MS  30000        /* grep: most time one call searches */
 #define FS_GLOB_ALTS     256          /* glob: most patterns one {a,b} pattern expands to */
 
 typedef struct fs_root {
@@ -119,7 +120,9 @@ bool fs_glob_match(const char *pattern, const char *path);
  * ERE for regcomp. A leading "(?i)" becomes REG_ICASE; \d, \D, \t, \xHH,
  * "(?:" and the \d \w \s escapes inside [...] are rewritten; lazy
  * quantifiers become greedy (same lines match). Look-around, other inline
- * flags and \p{...} are refused. On success *ret is a heap string and
+ * flags, \p{...} and back-references are refused, and so are patterns that
+ * glibc would take too long to compile (stacked quantifiers, deep nesting,
+ * large expanded repetitions: docs/tools.md). On success *ret is a heap string and
  * *ret_cflags the regcomp flags (REG_EXTENDED | REG_NEWLINE [| REG_ICASE]);
  * else r is filled (INVALID_ARGUMENT) and -1 returned. */
 int fs_regex_translate(const char *pattern, char **ret, int *ret_cflags, fs_result *r);

@@ -200,6 +200,24 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 	if (r > 0)
 		KL_LOG(KL_WARN, NODE_COMPONENT,
 		       "removed %d cgroups (and their processes) left by a previous run", r);
+	if ((n->cg.enabled & n->enforced) != n->enforced) {
+		/* Available is not enough: the controllers must be enabled down to the
+		 * sessions (another process in our starting cgroup prevents it). */
+		unsigned lost = n->enforced & ~n->cg.enabled;
+		char names[64];
+		cg_ctrl_names(lost, names, sizeof names);
+		n->cgd.available &= n->cg.enabled | ~(CG_CTRL_MEMORY | CG_CTRL_PIDS | CG_CTRL_CPU);
+		if ((r = check_limits(n, err, errlen)) < 0) {
+			size_t k = strlen(err);
+			snprintf(err + k, errlen - k,
+				 " (%s could not be enabled below %s: is another process in that "
+				 "cgroup?)",
+				 names, n->cg.path);
+			goto fail;
+		}
+		KL_LOG(KL_WARN, NODE_COMPONENT, "%s could not be enabled below %s: %s", names,
+		       n->cg.path, n->limits_text);
+	}
 	if ((r = node_seccomp_build(&n->seccomp, &n->seccomp_len)) < 0 ||
 	    (r = node_seccomp_build_child(&n->seccomp_child, &n->seccomp_child_len)) < 0) {
 		snprintf(err, errlen, "building the seccomp filter failed: %s", strerror(-r));

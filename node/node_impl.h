@@ -120,8 +120,10 @@ typedef struct shell {
 	kl_tail tail; /* output since the last call ended */
 	bool out_eof, st_eof, exited, out_paused;
 	int wstatus;
-	uint64_t cpu_before, oom_before; /* the leaf's cpu.stat / oom_kill at the call's start */
+	/* the leaf's cpu.stat usage and memory.events oom_kill at the call's start */
+	uint64_t cpu_before, oom_before;
 	int pending_status; /* -1 none; else the exit status read from the status pipe */
+	int spawn_err, spawn_stage; /* init could not start it (KI_SPAWN_FAILED) */
 	node_op drain_op;
 } shell;
 
@@ -138,6 +140,8 @@ struct session {
 	sandbox *sb;
 	enum ss_state state;
 	Kiln__Limits lim; /* effective */
+	Kiln__Limits tenant_lim; /* the tenant's aggregate on this node (if set) */
+	bool tenant_lim_set;
 	char **env;       /* "K=V" from open */
 	size_t nenv;
 	kl_list link;     /* node->sessions */

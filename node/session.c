@@ -264,6 +264,14 @@ session_open(node *n, Kiln__SessionOpen *o, node_reply_fn *fn, void *arg)
 	s->open_fn = fn;
 	s->open_arg = arg;
 	effective_limits(t, o->limits, &s->lim);
+	if (o->tenant_limits &&
+	    (o->tenant_limits->memory_bytes || o->tenant_limits->pids ||
+	     o->tenant_limits->cpu_millicores)) {
+		s->tenant_lim = *o->tenant_limits;
+		s->tenant_lim.base.n_unknown_fields = 0; /* o is freed after the open */
+		s->tenant_lim.base.unknown_fields = NULL;
+		s->tenant_lim_set = true;
+	}
 	if (copy_env(s, o) < 0) {
 		reply_open_error(fn, arg, o, KILN__CODE__INVALID_ARGUMENT,
 		                 "environment names must be non-empty without '='");
@@ -309,6 +317,13 @@ claim(session *s, sandbox *sb)
 		return r;
 	if ((r = cg_move(sb->initfd, sb->pid)) < 0)
 		return r;
+	if (s->tenant_lim_set && n->enforced) {
+		/* The tenant's aggregate: every session of the tenant on this node. */
+		cg_limits tl = {s->tenant_lim.memory_bytes, s->tenant_lim.pids,
+		                s->tenant_lim.cpu_millicores};
+		if ((r = cg_set_limits(sb->tenant->fd, n->enforced, &tl)) < 0 && r != -EOPNOTSUPP)
+			return r;
+	}
 	cg_limits cl = {s->lim.memory_bytes, s->lim.pids, s->lim.cpu_millicores};
 	if (n->enforced && (r = cg_set_limits(sb->sessfd, n->enforced, &cl)) < 0 &&
 	    r != -EOPNOTSUPP)

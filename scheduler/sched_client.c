@@ -222,6 +222,9 @@ sess_new(sched *s, sched_tenant *t, snode *n, const char *tmpl, const Kiln__Limi
 	so.tenant = (char *)t->cfg->name;
 	so.template_ = ss->template_;
 	so.limits = &ss->lim;
+	const Kiln__Limits *agg = &t->cfg->aggregate;
+	if (agg->memory_bytes || agg->pids || agg->cpu_millicores)
+		so.tenant_limits = (Kiln__Limits *)agg;
 	size_t plen = kiln__session_open__get_packed_size(&so);
 	uint8_t *buf = kl_xmalloc(plen);
 	kiln__session_open__pack(&so, buf);
@@ -299,11 +302,31 @@ own_session(sched *s, sched_tenant *t, const char *id)
 	return ss && ss->tenant == t && !ss->ephemeral ? ss : NULL;
 }
 
+/* A session id we do not know. A restarted scheduler learns the live
+ * sessions from the nodes' registrations, and a node has dead_after to come
+ * back: until then "unknown" may just mean "not reported yet", so the answer
+ * is UNAVAILABLE (retry), not NOT_FOUND, which would tell the client its
+ * session is gone while it lives on. Another tenant's session gets the same
+ * answer, so ids still leak nothing. */
+static void
+fail_no_session(sched *s, sctx *c, sched_tenant *t, const char *id)
+{
+	uint64_t up = sched_now_ms() - s->started_ms;
+	if (up < s->cfg.dead_after_ms)
+		return fail(s, c, KILN__CODE__UNAVAILABLE, (uint32_t)(s->cfg.dead_after_ms - up),
+		            "session %s is not known yet: the scheduler started %llu ms ago and "
+		            "its nodes are still reporting their sessions; retry shortly",
+		            id, (unsigned long long)up);
+	fail(s, c, KILN__CODE__NOT_FOUND, 0, "no session %s for tenant %s", id, t->cfg->name);
+}
+
 static void
 do_close(sched *s, sctx *c, sched_tenant *t, const char *id)
 {
 	ssess *ss = own_session(s, t, id);
-	if (!ss || ss->state == S_CLOSING)
+	if (!ss)
+		return fail_no_session(s, c, t, id);
+	if (ss->state == S_CLOSING)
 		return fail(s, c, KILN__CODE__NOT_FOUND, 0, "no session %s for tenant %s", id,
 		            t->cfg->name);
 	while (!kl_list_empty(&ss->calls))
@@ -370,7 +393,9 @@ do_call(sched *s, sctx *c, sched_tenant *t, Kiln__Envelope *e)
 	ssess *ss = NULL;
 	if (*tc->session_id) {
 		ss = own_session(s, t, tc->session_id);
-		if (!ss || ss->state == S_CLOSING || ss->close_pending)
+		if (!ss)
+			return fail_no_session(s, c, t, tc->session_id);
+		if (ss->state == S_CLOSING || ss->close_pending)
 			return fail(s, c, KILN__CODE__NOT_FOUND, 0, "no session %s for tenant %s",
 			            tc->session_id, t->cfg->name);
 	}

@@ -233,6 +233,9 @@ static const struct key tenant_keys[] = {
         TK("default_timeout", V_DURATION, defaults.call_timeout_ms, 0, DURATION_MAX, NULL),
         TK("default_output", V_SIZE, defaults.output_bytes, 0, 0, NULL),
         TK("default_idle_ttl", V_DURATION, defaults.idle_ttl_ms, 0, DURATION_MAX, NULL),
+        TK("aggregate_memory", V_SIZE, aggregate.memory_bytes, 0, 0, NULL),
+        TK("aggregate_pids", V_COUNT, aggregate.pids, 0, 0, NULL),
+        TK("aggregate_cpu", V_CPU, aggregate.cpu_millicores, 0, 0, NULL),
 };
 
 #define NSKEYS KL_ARRAY_SIZE(sched_keys)
@@ -322,6 +325,7 @@ add_tenant(struct parse *p, const char *name, size_t n)
 	t->rate = 100;
 	t->max = (Kiln__Limits)KILN__LIMITS__INIT;
 	t->defaults = (Kiln__Limits)KILN__LIMITS__INIT;
+	t->aggregate = (Kiln__Limits)KILN__LIMITS__INIT;
 	memset(&p->meta[c->ntenants], 0, sizeof(*p->meta));
 	p->meta[c->ntenants].line = p->lineno;
 	c->ntenants++;

@@ -32,6 +32,7 @@ typedef struct sched_tenant_cfg {
 	uint32_t queue_limit;  /* most calls waiting in the scheduler, default 4*max_inflight */
 	Kiln__Limits max;      /* largest per-session limits; 0 fields = no cap */
 	Kiln__Limits defaults; /* for fields a request leaves 0; 0 = the node template's default */
+	Kiln__Limits aggregate;   /* all the tenant's sessions on one node together (0: none) */
 } sched_tenant_cfg;
 
 /* A secret kept on the cluster side: sessions reference it by name (an

@@ -574,12 +574,18 @@ child_fds(void)
 {
 	long r;
 	int tmp[KI_MAX_FDS];
-	int have_stdin = 0;
-	/* Move every passed fd above anything it could collide with, then place. */
+	int have_stdin = 0, above = 3;
+	/* Move every passed fd above every target, then place. Just above:
+	 * F_DUPFD fails with EINVAL at or past RLIMIT_NOFILE, which init
+	 * inherits from the node (a node limited to 256 fds could otherwise
+	 * start no tool at all). */
+	for (int i = 0; i < sp.nfds; i++)
+		if (sp.map[i] >= above)
+			above = sp.map[i] + 1;
 	for (int i = 0; i < sp.nfds; i++) {
 		if (sp.map[i] < 0)
 			continue;
-		r = kl_sys3(SYS_fcntl, sp.fds[i], F_DUPFD, 1000);
+		r = kl_sys3(SYS_fcntl, sp.fds[i], F_DUPFD, above);
 		if (r < 0)
 			return (int)r;
 		tmp[i] = (int)r;

@@ -31,7 +31,7 @@ int
 main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"config", 1, 0, 'c'}, {"log", 1, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+	        {"config", 1, 0, 'c'}, {"log", 1, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	const char *config = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "c:h", lo, NULL)) != -1) {
@@ -41,8 +41,8 @@ main(int argc, char **argv)
 			kl_log_set_level(optarg);
 		} else {
 			fprintf(c == 'h' ? stdout : stderr,
-				"usage: kiln-gateway --config FILE [--log LEVEL]\n"
-				"The cluster's egress tunnel: see docs/gateway.md.\n");
+			        "usage: kiln-gateway --config FILE [--log LEVEL]\n"
+			        "The cluster's egress tunnel: see docs/gateway.md.\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}

@@ -44,10 +44,10 @@ perr(struct parse *p, const char *fmt, ...)
 static void
 path_of(struct parse *p, const char *v, char *out, size_t len)
 {
-	if (v[0] == '/' || !p->dir[0])
-		snprintf(out, len, "%s", v);
-	else
-		snprintf(out, len, "%s/%s", p->dir, v);
+	int n = v[0] == '/' || !p->dir[0] ? snprintf(out, len, "%s", v)
+	                                  : snprintf(out, len, "%s/%s", p->dir, v);
+	if (n < 0 || (size_t)n >= len) /* a cut path would name another file */
+		perr(p, "path too long: %.200s", v);
 }
 
 static int
@@ -87,15 +87,15 @@ static int
 gateway_key(struct parse *p, const char *k, const char *v)
 {
 	gw_config *c = p->c;
-#define STR(name, field)                                                                           \
-	if (!strcmp(k, name)) {                                                                    \
-		kl_strlcpy(c->field, v, sizeof c->field);                                          \
-		return 1;                                                                          \
+#define STR(name, field)                                  \
+	if (!strcmp(k, name)) {                           \
+		kl_strlcpy(c->field, v, sizeof c->field); \
+		return 1;                                 \
 	}
-#define PATH(name, field)                                                                          \
-	if (!strcmp(k, name)) {                                                                    \
-		path_of(p, v, c->field, sizeof c->field);                                          \
-		return 1;                                                                          \
+#define PATH(name, field)                                 \
+	if (!strcmp(k, name)) {                           \
+		path_of(p, v, c->field, sizeof c->field); \
+		return 1;                                 \
 	}
 	if (!strcmp(k, "control_plane"))
 		return host_port(p, v, c->plane_host, sizeof c->plane_host, &c->plane_port);
@@ -174,7 +174,8 @@ handler(void *user, const char *section, const char *k, const char *v)
 		if (!strcmp(k, "upstream"))
 			return host_port(p, v, r->host, sizeof r->host, &r->port);
 		if (!strcmp(k, "allow_public")) {
-			r->allow_public = !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1");
+			r->allow_public =
+			        !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1");
 			return 1;
 		}
 		return perr(p, "unknown key '%s' in [route %s]", k, name);
@@ -232,18 +233,20 @@ gw_config_load(const char *path, gw_config *c, char *err, size_t errlen)
 	if (!p.err[0] && !c->plane_host[0])
 		snprintf(p.err, sizeof p.err, "[gateway] control_plane = host:port is required");
 	if (!p.err[0] && (!c->ca_file[0] || !c->cert_file[0] || !c->key_file[0]))
-		snprintf(p.err, sizeof p.err,
-			 "[gateway] needs ca_file (the control plane's CA), cert_file and key_file");
+		snprintf(
+		        p.err, sizeof p.err,
+		        "[gateway] needs ca_file (the control plane's CA), cert_file and key_file");
 	if (!p.err[0] && c->egress_listen[0] && !c->join_token[0])
 		snprintf(p.err, sizeof p.err,
-			 "[gateway] egress_listen needs join_token_file (it authenticates nodes)");
+		         "[gateway] egress_listen needs join_token_file (it authenticates nodes)");
 	for (int i = 0; !p.err[0] && i < c->nidentities; i++)
 		if (!c->identities[i].token[0])
 			snprintf(p.err, sizeof p.err, "[identity %s] has no token",
-				 c->identities[i].name);
+			         c->identities[i].name);
 	for (int i = 0; !p.err[0] && i < c->nroutes; i++)
 		if (!c->routes[i].port)
-			snprintf(p.err, sizeof p.err, "[route %s] has no upstream", c->routes[i].name);
+			snprintf(p.err, sizeof p.err, "[route %s] has no upstream",
+			         c->routes[i].name);
 	if (p.err[0]) {
 		snprintf(err, errlen, "%s: %s", path, p.err);
 		gw_config_fini(c);

@@ -44,12 +44,12 @@ typedef struct gw_config {
 	char ca_file[4096], cert_file[4096], key_file[4096];
 	char proxy_host[256];
 	uint16_t proxy_port;
-	char scheduler[256];      /* the scheduler's client URL */
-	char egress_listen[256];  /* host:port node proxies connect to ("": no egress) */
-	char join_token[256];     /* authenticates node proxies */
+	char scheduler[256];     /* the scheduler's client URL */
+	char egress_listen[256]; /* host:port node proxies connect to ("": no egress) */
+	char join_token[256];    /* authenticates node proxies */
 	char audit_log[4096];
-	char audit_fsync[64];     /* none | every | interval:MS */
-	uint32_t max_results;     /* unacknowledged results kept */
+	char audit_fsync[64]; /* none | every | interval:MS */
+	uint32_t max_results; /* unacknowledged results kept */
 	uint32_t ping_interval_ms;
 	uint32_t backoff_min_ms, backoff_max_ms;
 	int nidentities, nroutes, negress;

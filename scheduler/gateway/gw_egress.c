@@ -33,8 +33,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define EG "egress"
-#define HEAD_MAX 16384
+#define EG        "egress"
+#define HEAD_MAX  16384
 #define MAX_CONNS 1024
 
 struct gw_egress {
@@ -59,9 +59,9 @@ send_status(int fd, int code, const char *reason, const char *why)
 {
 	char buf[512];
 	int n = snprintf(buf, sizeof buf,
-			 "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-			 "X-Kiln-Reason: %s\r\nContent-Length: %zu\r\n\r\n%s\n",
-			 code, reason, why, strlen(why) + 1, why);
+	                 "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+	                 "X-Kiln-Reason: %s\r\nContent-Length: %zu\r\n\r\n%s\n",
+	                 code, reason, why, strlen(why) + 1, why);
 	return kl_write_all(fd, buf, (size_t)KL_MIN((size_t)n, sizeof buf - 1));
 }
 
@@ -174,8 +174,9 @@ audit(gw_egress *g, const char *tenant, const char *session, const char *host, c
 		__atomic_add_fetch(&g->denied, 1, __ATOMIC_RELAXED);
 	KL_LOG(KL_INFO, EG, "tenant=%s session=%s host=%s addr=%s port=%u decision=%s reason=%s",
 	       tenant, session, host, addr, port, allow ? "allow" : "deny", reason);
-	if (g->audit && kl_audit_egress(g->audit, tenant, session, host, addr, port,
-					allow ? "allow" : "deny", reason, up, down, ms) < 0)
+	/* No address reached (refused by name): null, as docs/audit.md says. */
+	if (g->audit && kl_audit_egress(g->audit, tenant, session, host, *addr ? addr : NULL, port,
+	                                allow ? "allow" : "deny", reason, up, down, ms) < 0)
 		KL_LOG(KL_ERROR, EG, "audit log write failed: egress records are being lost");
 }
 
@@ -186,7 +187,8 @@ serve(gw_egress *g, int fd)
 	int n = read_head(fd, head, sizeof head, 10000);
 	if (n < 0) {
 		if (n == -E2BIG)
-			send_status(fd, 431, "Request Header Fields Too Large", "request head too large");
+			send_status(fd, 431, "Request Header Fields Too Large",
+			            "request head too large");
 		return;
 	}
 	if (sscanf(head, "CONNECT %511s HTTP/1.%*d", target) != 1)
@@ -194,21 +196,22 @@ serve(gw_egress *g, int fd)
 	if (!header(head, "X-Kiln-Node-Token", tok, sizeof tok) ||
 	    !kl_consttime_eq(tok, strlen(tok), g->cfg->join_token, strlen(g->cfg->join_token)))
 		return (void)send_status(fd, 407, "Proxy Authentication Required",
-					 "node token refused");
+		                         "node token refused");
 	header(head, "X-Kiln-Tenant", tenant, sizeof tenant);
 	header(head, "X-Kiln-Session", session, sizeof session);
 	char host[300];
 	char *colon = strrchr(target, ':');
 	long port = colon ? strtol(colon + 1, NULL, 10) : 0;
 	if (!colon || port < 1 || port > 65535)
-		return (void)send_status(fd, 400, "Bad Request", "CONNECT target must be host:port");
+		return (void)send_status(fd, 400, "Bad Request",
+		                         "CONNECT target must be host:port");
 	snprintf(host, sizeof host, "%.*s", (int)(colon - target), target);
 	gw_policy *pol = gw_config_egress(g->cfg, tenant);
 	if (!pol) {
 		audit(g, tenant, session, host, "", (uint16_t)port, false,
 		      "no egress policy for this tenant", 0, 0, 0);
 		return (void)send_status(fd, 403, "Forbidden",
-					 "egress is not allowed for this tenant");
+		                         "egress is not allowed for this tenant");
 	}
 	gw_verdict v;
 	gw_policy_decide(pol, host, (uint16_t)port, &v);
@@ -220,13 +223,13 @@ serve(gw_egress *g, int fd)
 		audit(g, tenant, session, host, v.addr, (uint16_t)port, false,
 		      "tenant connection cap reached", 0, 0, 0);
 		return (void)send_status(fd, 429, "Too Many Requests",
-					 "tenant egress connection cap reached");
+		                         "tenant egress connection cap reached");
 	}
 	uint64_t t0 = kl_now_ms(), up = 0, down = 0;
 	int ufd = dial(&v, gw_policy_connect_timeout_ms(pol));
 	if (ufd < 0) {
-		audit(g, tenant, session, host, v.addr, (uint16_t)port, false, "connect failed", 0, 0,
-		      kl_now_ms() - t0);
+		audit(g, tenant, session, host, v.addr, (uint16_t)port, false, "connect failed", 0,
+		      0, kl_now_ms() - t0);
 		send_status(fd, 502, "Bad Gateway", "could not connect to the destination");
 		gw_policy_conn_release(pol);
 		return;
@@ -272,7 +275,8 @@ accept_main(void *arg)
 			g->conns++;
 		pthread_mutex_unlock(&g->mu);
 		if (full) {
-			send_status(fd, 503, "Service Unavailable", "gateway egress is at capacity");
+			send_status(fd, 503, "Service Unavailable",
+			            "gateway egress is at capacity");
 			close(fd);
 			continue;
 		}
@@ -297,8 +301,7 @@ accept_main(void *arg)
 }
 
 int
-gw_egress_start(const gw_config *cfg, kl_audit *audit, gw_egress **ret, char *err,
-		size_t errlen)
+gw_egress_start(const gw_config *cfg, kl_audit *audit, gw_egress **ret, char *err, size_t errlen)
 {
 	char host[256];
 	const char *colon = strrchr(cfg->egress_listen, ':');

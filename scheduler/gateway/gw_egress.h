@@ -18,7 +18,7 @@ typedef struct gw_egress gw_egress;
 /* Listen on cfg->egress_listen and serve in background threads. audit may be
  * NULL (decisions are still logged). cfg must outlive the proxy. */
 int gw_egress_start(const gw_config *cfg, kl_audit *audit, gw_egress **ret, char *err,
-		    size_t errlen);
+                    size_t errlen);
 void gw_egress_stop(gw_egress *g);
 void gw_egress_counts(gw_egress *g, uint64_t *allowed, uint64_t *denied);
 

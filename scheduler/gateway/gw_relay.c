@@ -39,8 +39,8 @@ fail(gw_relay *r, int err)
 		return;
 	r->failed = true;
 	gw_mux_reset(r->m, r->sid, GW_E_APP + 1,
-		     err == ECONNREFUSED ? "upstream refused the connection"
-					 : "upstream connection broke");
+	             err == ECONNREFUSED ? "upstream refused the connection"
+	                                 : "upstream connection broke");
 }
 
 /* Socket -> stream, until the socket or the stream's queue runs dry. */

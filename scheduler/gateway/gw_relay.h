@@ -23,15 +23,15 @@
 typedef struct gw_relay {
 	gw_mux *m;
 	uint32_t sid;
-	int fd;              /* non-blocking, connected (or connecting) */
-	bool connecting;     /* waiting for a non-blocking connect to finish */
-	bool fd_eof;         /* the socket read EOF (FIN forwarded to the stream) */
-	bool fd_wclosed;     /* we shut the socket's write side (stream FIN) */
-	bool stream_eof;     /* the stream's FIN was read */
-	bool stream_full;    /* the stream refused a write: wait for on_writable */
-	bool fd_full;        /* the socket refused a write: wait for POLLOUT */
-	bool failed;         /* the socket broke: the stream was reset */
-	uint64_t up, down;   /* bytes socket->stream, stream->socket */
+	int fd;            /* non-blocking, connected (or connecting) */
+	bool connecting;   /* waiting for a non-blocking connect to finish */
+	bool fd_eof;       /* the socket read EOF (FIN forwarded to the stream) */
+	bool fd_wclosed;   /* we shut the socket's write side (stream FIN) */
+	bool stream_eof;   /* the stream's FIN was read */
+	bool stream_full;  /* the stream refused a write: wait for on_writable */
+	bool fd_full;      /* the socket refused a write: wait for POLLOUT */
+	bool failed;       /* the socket broke: the stream was reset */
+	uint64_t up, down; /* bytes socket->stream, stream->socket */
 } gw_relay;
 
 /* Start relaying between fd (owned by the relay from now on) and stream sid. */

@@ -26,11 +26,11 @@ static void
 ssl_errors(char *buf, size_t len)
 {
 	unsigned long e;
-	size_t n = strlen(buf);
+	size_t n = strlen(buf), start = n;
 	while ((e = ERR_get_error()) && n + 2 < len) {
 		char one[256];
 		ERR_error_string_n(e, one, sizeof one);
-		n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? "; " : "", one);
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", n > start ? "; " : "", one);
 	}
 }
 
@@ -49,7 +49,7 @@ gw_tls_client_ctx(const gw_tls_dial_cfg *cfg, char *err, size_t errlen)
 	/* Only the pinned CA: never the system store. */
 	if (!cfg->ca_file || SSL_CTX_load_verify_locations(ctx, cfg->ca_file, NULL) != 1) {
 		snprintf(err, errlen, "TLS: cannot load the control plane's CA from %s: ",
-			 cfg->ca_file ? cfg->ca_file : "(ca_file not set)");
+		         cfg->ca_file ? cfg->ca_file : "(ca_file not set)");
 		goto fail;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -57,10 +57,12 @@ gw_tls_client_ctx(const gw_tls_dial_cfg *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "TLS: cannot load our certificate %s: ", cfg->cert_file);
 		goto fail;
 	}
-	if (cfg->key_file && (SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1 ||
-			      SSL_CTX_check_private_key(ctx) != 1)) {
-		snprintf(err, errlen, "TLS: cannot load our key %s (or it does not match %s): ",
-			 cfg->key_file, cfg->cert_file ? cfg->cert_file : "the certificate");
+	if (cfg->key_file &&
+	    (SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1 ||
+	     SSL_CTX_check_private_key(ctx) != 1)) {
+		snprintf(err, errlen,
+		         "TLS: cannot load our key %s (or it does not match %s): ", cfg->key_file,
+		         cfg->cert_file ? cfg->cert_file : "the certificate");
 		goto fail;
 	}
 	return ctx;
@@ -82,8 +84,7 @@ wait_fd(int fd, short ev, int timeout_ms)
 }
 
 static int
-tcp_connect(const char *host, uint16_t port, int timeout_ms, int *ret_fd, char *err,
-	    size_t errlen)
+tcp_connect(const char *host, uint16_t port, int timeout_ms, int *ret_fd, char *err, size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
 	char ps[8];
@@ -129,24 +130,24 @@ proxy_connect(int fd, const gw_tls_dial_cfg *cfg, char *err, size_t errlen)
 {
 	char req[512], resp[1024];
 	int n = snprintf(req, sizeof req, "CONNECT %s:%u HTTP/1.1\r\nHost: %s:%u\r\n\r\n",
-			 cfg->host, cfg->port, cfg->host, cfg->port);
+	                 cfg->host, cfg->port, cfg->host, cfg->port);
 	if (kl_write_all(fd, req, (size_t)n) < 0 && errno != EAGAIN) {
 		snprintf(err, errlen, "proxy %s:%u: sending CONNECT failed", cfg->proxy_host,
-			 cfg->proxy_port);
+		         cfg->proxy_port);
 		return -EIO;
 	}
 	size_t got = 0;
 	while (got < sizeof resp - 1) {
 		if (wait_fd(fd, POLLIN, cfg->timeout_ms) < 0) {
 			snprintf(err, errlen, "proxy %s:%u: no answer to CONNECT", cfg->proxy_host,
-				 cfg->proxy_port);
+			         cfg->proxy_port);
 			return -ETIMEDOUT;
 		}
 		/* One byte at a time: nothing past the header may be consumed. */
 		ssize_t k = recv(fd, resp + got, 1, 0);
 		if (k <= 0) {
 			snprintf(err, errlen, "proxy %s:%u closed the connection during CONNECT",
-				 cfg->proxy_host, cfg->proxy_port);
+			         cfg->proxy_host, cfg->proxy_port);
 			return -ECONNRESET;
 		}
 		got++;
@@ -160,7 +161,7 @@ proxy_connect(int fd, const gw_tls_dial_cfg *cfg, char *err, size_t errlen)
 		if (eol)
 			*eol = 0;
 		snprintf(err, errlen, "proxy %s:%u refused CONNECT %s:%u: %.200s", cfg->proxy_host,
-			 cfg->proxy_port, cfg->host, cfg->port, resp);
+		         cfg->proxy_port, cfg->host, cfg->port, resp);
 		return -ECONNREFUSED;
 	}
 	return 0;
@@ -173,25 +174,51 @@ verify_text(SSL *ssl, char *err, size_t errlen)
 	size_t n = strlen(err);
 	if (v == X509_V_ERR_HOSTNAME_MISMATCH)
 		snprintf(err + n, errlen - n,
-			 ": the certificate does not name this server (hostname mismatch): check "
-			 "server_name");
+		         ": the certificate does not name this server (hostname mismatch): check "
+		         "server_name");
 	else if (v != X509_V_OK)
 		snprintf(err + n, errlen - n,
-			 ": certificate verify failed (%s): the control plane's certificate is not "
-			 "signed by ca_file",
-			 X509_verify_cert_error_string(v));
+		         ": certificate verify failed (%s): the control plane's certificate is not "
+		         "signed by ca_file",
+		         X509_verify_cert_error_string(v));
+}
+
+/* TLS 1.3 completes the client's handshake before the server has checked the
+ * client certificate: its verdict -- session tickets, or an alert refusing
+ * the certificate -- arrives just after. Wait briefly for it, so a refusal
+ * is reported as what it is instead of as a tunnel that breaks at once. */
+static int
+server_verdict(SSL *ssl, int fd, const gw_tls_dial_cfg *cfg, char *err, size_t errlen)
+{
+	if (wait_fd(fd, POLLIN, KL_MIN(cfg->timeout_ms, 2000)) < 0)
+		return 0; /* nothing (a server that sends no tickets): carry on */
+	char b;
+	size_t got;
+	int k = SSL_peek_ex(ssl, &b, 1, &got);
+	int e = SSL_get_error(ssl, k);
+	if (k == 1 || e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+		return 0;
+	snprintf(err, errlen, "TLS: the control plane %s:%u refused our client certificate %s (",
+	         cfg->host, cfg->port, cfg->cert_file ? cfg->cert_file : "(none)");
+	size_t n = strlen(err);
+	ssl_errors(err, errlen - 1);
+	if (strlen(err) == n)
+		strncat(err, "it closed the connection", errlen - strlen(err) - 1);
+	strncat(err, "): check that cert_file is signed by the CA the control plane trusts",
+	        errlen - strlen(err) - 1);
+	return -EACCES;
 }
 
 int
 gw_tls_dial(SSL_CTX *ctx, const gw_tls_dial_cfg *cfg, SSL **ret_ssl, int *ret_fd, char *err,
-	    size_t errlen)
+            size_t errlen)
 {
 	int fd = -1, r;
 	const char *name = cfg->server_name ? cfg->server_name : cfg->host;
 	err[0] = 0;
 	if (cfg->proxy_host) {
 		if ((r = tcp_connect(cfg->proxy_host, cfg->proxy_port, cfg->timeout_ms, &fd, err,
-				     errlen)) < 0)
+		                     errlen)) < 0)
 			return r;
 		/* The proxy dialogue is simplest blocking. */
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
@@ -222,10 +249,17 @@ gw_tls_dial(SSL_CTX *ctx, const gw_tls_dial_cfg *cfg, SSL **ret_ssl, int *ret_fd
 		size_t n = strlen(err);
 		snprintf(err + n, errlen - n, " (");
 		ssl_errors(err, errlen - 1);
+		if (strlen(err) == n + 2) /* no OpenSSL reason: the peer just hung up */
+			strncat(err, "the peer closed the connection", errlen - strlen(err) - 1);
 		strncat(err, ")", errlen - strlen(err) - 1);
 		SSL_free(ssl);
 		close(fd);
 		return -EPROTO;
+	}
+	if ((r = server_verdict(ssl, fd, cfg, err, errlen)) < 0) {
+		SSL_free(ssl);
+		close(fd);
+		return r;
 	}
 	*ret_ssl = ssl;
 	*ret_fd = fd;
@@ -234,7 +268,7 @@ gw_tls_dial(SSL_CTX *ctx, const gw_tls_dial_cfg *cfg, SSL **ret_ssl, int *ret_fd
 
 SSL_CTX *
 gw_tls_server_ctx(const char *cert_file, const char *key_file, const char *client_ca, char *err,
-		  size_t errlen)
+                  size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	err[0] = 0;
@@ -246,7 +280,7 @@ gw_tls_server_ctx(const char *cert_file, const char *key_file, const char *clien
 	    SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1) {
 		snprintf(err, errlen, "TLS server setup (%s, %s, %s): ", cert_file, key_file,
-			 client_ca);
+		         client_ca);
 		ssl_errors(err, errlen);
 		SSL_CTX_free(ctx);
 		return NULL;
@@ -257,7 +291,7 @@ gw_tls_server_ctx(const char *cert_file, const char *key_file, const char *clien
 
 int
 gw_tls_accept(SSL_CTX *ctx, int fd, int timeout_ms, SSL **ret_ssl, char *cn, size_t cnlen,
-	      char *err, size_t errlen)
+              char *err, size_t errlen)
 {
 	err[0] = 0;
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -280,7 +314,7 @@ gw_tls_accept(SSL_CTX *ctx, int fd, int timeout_ms, SSL **ret_ssl, char *cn, siz
 	X509 *peer = SSL_get1_peer_certificate(ssl);
 	if (peer) {
 		X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn,
-					  (int)cnlen);
+		                          (int)cnlen);
 		X509_free(peer);
 	}
 	*ret_ssl = ssl;

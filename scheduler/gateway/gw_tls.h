@@ -19,15 +19,15 @@
 #include <sys/types.h>
 
 typedef struct gw_tls_dial_cfg {
-	const char *host;        /* the control plane */
+	const char *host; /* the control plane */
 	uint16_t port;
 	const char *server_name; /* checked against its certificate (NULL: host) */
 	const char *ca_file;     /* the only CA trusted for the control plane */
 	const char *cert_file;   /* our client certificate (chain) */
 	const char *key_file;
-	const char *proxy_host;  /* an HTTPS proxy to CONNECT through (NULL: none) */
+	const char *proxy_host; /* an HTTPS proxy to CONNECT through (NULL: none) */
 	uint16_t proxy_port;
-	int timeout_ms;          /* TCP connect + proxy + handshake, each */
+	int timeout_ms; /* TCP connect + proxy + handshake, each */
 } gw_tls_dial_cfg;
 
 /* A client context for cfg (CA, certificate, key loaded and checked).
@@ -38,15 +38,15 @@ SSL_CTX *gw_tls_client_ctx(const gw_tls_dial_cfg *cfg, char *err, size_t errlen)
  * message naming the step (connect, proxy, handshake, verification) and the
  * likely cause. */
 int gw_tls_dial(SSL_CTX *ctx, const gw_tls_dial_cfg *cfg, SSL **ret_ssl, int *ret_fd, char *err,
-		size_t errlen);
+                size_t errlen);
 
 /* A server context that requires client certificates signed by client_ca. */
 SSL_CTX *gw_tls_server_ctx(const char *cert_file, const char *key_file, const char *client_ca,
-			   char *err, size_t errlen);
+                           char *err, size_t errlen);
 /* Finish a server handshake on an accepted socket (blocking, bounded). The
  * client certificate's subject CN goes to cn. */
 int gw_tls_accept(SSL_CTX *ctx, int fd, int timeout_ms, SSL **ret_ssl, char *cn, size_t cnlen,
-		  char *err, size_t errlen);
+                  char *err, size_t errlen);
 
 /* Non-blocking I/O: bytes moved, 0 at a clean close, -EAGAIN with *want set
  * to POLLIN or POLLOUT (what to wait for), or -EIO/-ECONNRESET with the

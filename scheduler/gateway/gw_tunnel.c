@@ -39,10 +39,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define TN "tunnel"
-#define NWORKERS 4
+#define TN         "tunnel"
+#define NWORKERS   4
 #define MAX_RELAYS 256
-#define REQ_MAX (72u << 20)
+#define REQ_MAX    (72u << 20)
 
 enum { J_RUNNING, J_DONE };
 
@@ -50,14 +50,15 @@ typedef struct gw_job {
 	uint64_t plane_id;
 	char key[24];
 	int state;
-	uint32_t sid;        /* the WORK stream that waits for it (0: none now) */
-	uint8_t *reply;      /* framed TunnelReply (J_DONE) */
+	uint32_t sid;   /* the WORK stream that waits for it (0: none now) */
+	uint8_t *reply; /* framed TunnelReply (J_DONE) */
 	size_t reply_len, sent;
-	bool redeliver;      /* its stream is gone: deliver on a new one */
+	bool redeliver; /* its stream is gone: deliver on a new one */
+	bool marked;    /* reply re-encoded with redelivered = true */
 	gw_tunnel *t;
 	Kiln__ClientRequest *req; /* while running on a worker */
 	kiln_client *kc;          /* the worker's client (the identity's tenant) */
-	kl_list wlink;       /* worker queue */
+	kl_list wlink;            /* worker queue */
 } gw_job;
 
 enum { SK_WORK = 1, SK_MCP };
@@ -77,7 +78,6 @@ typedef struct mstream {
 	kl_list link;
 	uint64_t t0;
 } mstream;
-
 
 typedef struct done_item {
 	kl_mbox_item it;
@@ -122,7 +122,7 @@ static void
 set_error(gw_tunnel *t, const char *why)
 {
 	pthread_mutex_lock(&t->smu);
-	snprintf(t->st.last_error, sizeof t->st.last_error, "%s", why);
+	kl_strlcpy(t->st.last_error, why, sizeof t->st.last_error);
 	pthread_mutex_unlock(&t->smu);
 }
 
@@ -175,7 +175,8 @@ push_reply(gw_tunnel *t, gw_job *j)
 	if (!t->mux || !j->sid || j->state != J_DONE)
 		return;
 	while (j->sent < j->reply_len) {
-		ssize_t n = gw_mux_write(t->mux, j->sid, j->reply + j->sent, j->reply_len - j->sent);
+		ssize_t n =
+		        gw_mux_write(t->mux, j->sid, j->reply + j->sent, j->reply_len - j->sent);
 		if (n <= 0)
 			return; /* on_writable resumes it (or the stream is gone) */
 		j->sent += (size_t)n;
@@ -249,7 +250,7 @@ call_cb(void *arg, int err, Kiln__ToolResult *res)
 	if (err < 0 || !res) {
 		const kiln_error *e = kiln_last_error();
 		env = error_reply(j->plane_id, e->code >= 0 ? e->code : KILN__CODE__UNAVAILABLE,
-				  e->message, e->retry_after_ms, &len);
+		                  e->message, e->retry_after_ms, &len);
 	} else {
 		Kiln__ClientReply r = KILN__CLIENT_REPLY__INIT;
 		r.reply_case = KILN__CLIENT_REPLY__REPLY_RESULT;
@@ -303,8 +304,9 @@ worker_main(void *arg)
 			kiln_reply_free(rep);
 		} else {
 			const kiln_error *e = kiln_last_error();
-			env = error_reply(j->plane_id, e->code >= 0 ? e->code : KILN__CODE__UNAVAILABLE,
-					  e->message, e->retry_after_ms, &len);
+			env = error_reply(j->plane_id,
+			                  e->code >= 0 ? e->code : KILN__CODE__UNAVAILABLE,
+			                  e->message, e->retry_after_ms, &len);
 		}
 		kiln__client_request__free_unpacked(j->req, NULL);
 		j->req = NULL;
@@ -342,36 +344,41 @@ handle_request(gw_tunnel *t, wstream *ws, Kiln__TunnelRequest *tr)
 	j = job_new(t, tr->plane_id, ws->sid);
 	ws->job = j;
 	if (!tr->request || tr->request->op_case == KILN__CLIENT_REQUEST__OP__NOT_SET)
-		return answer_now(t, j, KILN__CODE__INVALID_ARGUMENT, "the request names no operation",
-				  0);
+		return answer_now(t, j, KILN__CODE__INVALID_ARGUMENT,
+		                  "the request names no operation", 0);
 	if ((uint32_t)kl_map_size(&t->jobs) > t->cfg->max_results)
 		return answer_now(t, j, KILN__CODE__RESOURCE_EXHAUSTED,
-				  "the gateway holds too many unacknowledged results; "
-				  "acknowledge them",
-				  1000);
+		                  "the gateway holds too many unacknowledged results; "
+		                  "acknowledge them",
+		                  1000);
 	const char *token;
 	kiln_client *k = client_for(t, tr->identity, &token);
 	if (!k) {
 		char m[300];
 		snprintf(m, sizeof m,
-			 gw_config_identity(t->cfg, tr->identity)
-				 ? "the scheduler is unreachable from the gateway"
-				 : "identity '%.200s' is not configured on this gateway",
-			 tr->identity);
+		         gw_config_identity(t->cfg, tr->identity)
+		                 ? "the scheduler is unreachable from the gateway"
+		                 : "identity '%.200s' is not configured on this gateway",
+		         tr->identity);
 		return answer_now(t, j,
-				  gw_config_identity(t->cfg, tr->identity) ? KILN__CODE__UNAVAILABLE
-									   : KILN__CODE__PERMISSION_DENIED,
-				  m, 1000);
+		                  gw_config_identity(t->cfg, tr->identity)
+		                          ? KILN__CODE__UNAVAILABLE
+		                          : KILN__CODE__PERMISSION_DENIED,
+		                  m, 1000);
 	}
 	if (tr->request->op_case == KILN__CLIENT_REQUEST__OP_CALL) {
 		if (kiln_call_async(k, tr->request->call, call_cb, j) < 0)
 			answer_now(t, j, KILN__CODE__UNAVAILABLE, kiln_last_error()->message, 1000);
 		return;
 	}
-	/* Keep a copy for the worker: tr is freed when we return. */
+	/* Keep a copy for the worker: tr is freed when we return. The copy carries
+	 * no token: libkiln would send the plane's instead of the identity's. */
+	char *plane_token = tr->request->token;
+	tr->request->token = (char *)"";
 	size_t plen = kiln__client_request__get_packed_size(tr->request);
 	uint8_t *buf = kl_xmalloc(plen);
 	kiln__client_request__pack(tr->request, buf);
+	tr->request->token = plane_token;
 	j->req = kiln__client_request__unpack(NULL, plen, buf);
 	free(buf);
 	j->kc = k;
@@ -403,12 +410,13 @@ work_readable(gw_tunnel *t, wstream *ws)
 	while (!ws->job && (used = gw_ctl_parse(ws->buf, ws->len, GW_CTL_BODY_MAX, &msg)) > 0) {
 		Kiln__Envelope *e = NULL;
 		uint32_t v;
-		int r = msg.type == GW_CTL_ENVELOPE ? kl_env_decode(msg.body, msg.len, KL_MAX_MSG, &e, &v)
-						    : -EBADMSG;
+		int r = msg.type == GW_CTL_ENVELOPE
+		                ? kl_env_decode(msg.body, msg.len, KL_MAX_MSG, &e, &v)
+		                : -EBADMSG;
 		if (r < 0 || e->msg_case != KILN__ENVELOPE__MSG_TUNNEL_REQUEST) {
 			gw_mux_reset(t->mux, ws->sid, GW_E_PROTOCOL,
-				     r == -EPROTO ? "protocol version mismatch"
-						  : "expected a TunnelRequest envelope");
+			             r == -EPROTO ? "protocol version mismatch"
+			                          : "expected a TunnelRequest envelope");
 			if (e)
 				kiln__envelope__free_unpacked(e, NULL);
 			return;
@@ -446,14 +454,14 @@ control_readable(gw_tunnel *t, uint32_t sid)
 {
 	for (;;) {
 		ssize_t n = gw_mux_read(t->mux, sid, t->ctlbuf + t->ctllen,
-					sizeof t->ctlbuf - t->ctllen);
+		                        sizeof t->ctlbuf - t->ctllen);
 		if (n <= 0)
 			break;
 		t->ctllen += (size_t)n;
 		struct gw_ctl_msg msg;
 		int used;
 		while ((used = gw_ctl_parse(t->ctlbuf, t->ctllen, sizeof t->ctlbuf - GW_CTL_HDR_LEN,
-					    &msg)) > 0) {
+		                            &msg)) > 0) {
 			Kiln__Envelope *e = NULL;
 			if (msg.type == GW_CTL_ENVELOPE &&
 			    kl_env_decode(msg.body, msg.len, KL_MAX_MSG, &e, NULL) == 0 &&
@@ -512,6 +520,32 @@ send_resume(gw_tunnel *t)
 	free(un);
 }
 
+/* Mark the kept reply as a redelivery (TunnelReply.redelivered), so the plane
+ * can tell it from a second answer. Once per job; re-encoding is rare. */
+static void
+mark_redelivered(gw_job *j)
+{
+	struct gw_ctl_msg msg;
+	Kiln__Envelope *e = NULL;
+	if (j->marked)
+		return;
+	j->marked = true;
+	if (gw_ctl_parse(j->reply, j->reply_len, GW_CTL_BODY_MAX, &msg) <= 0 ||
+	    kl_env_decode(msg.body, msg.len, KL_MAX_MSG, &e, NULL) < 0)
+		return;
+	uint8_t *env;
+	size_t len;
+	if (e->msg_case == KILN__ENVELOPE__MSG_TUNNEL_REPLY) {
+		e->tunnel_reply->redelivered = true;
+		if (kl_env_encode(e, &env, &len) == 0) {
+			free(j->reply);
+			j->reply = frame_env(env, len, &j->reply_len);
+			free(env);
+		}
+	}
+	kiln__envelope__free_unpacked(e, NULL);
+}
+
 static void
 redeliver(gw_tunnel *t)
 {
@@ -528,6 +562,7 @@ redeliver(gw_tunnel *t)
 		j->sid = sid;
 		j->sent = 0;
 		j->redeliver = false;
+		mark_redelivered(j);
 		pthread_mutex_lock(&t->smu);
 		t->st.redelivered++;
 		pthread_mutex_unlock(&t->smu);
@@ -542,8 +577,8 @@ private_addr(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET) {
 		uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
-		return (a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) || (a >> 16) == (192u << 8 | 168) ||
-		       (a >> 24) == 127;
+		return (a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) ||
+		       (a >> 16) == (192u << 8 | 168) || (a >> 24) == 127;
 	}
 	if (sa->sa_family == AF_INET6) {
 		const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
@@ -585,18 +620,18 @@ mcp_open(gw_tunnel *t, uint32_t sid, const uint8_t *meta, size_t len)
 	}
 	if (metadata_addr(res->ai_addr) || (!r->allow_public && !private_addr(res->ai_addr))) {
 		snprintf(msg, sizeof msg,
-			 "route '%s': %s is not a private address (set allow_public = true to "
-			 "allow it)",
-			 name, r->host);
+		         "route '%s': %s is not a private address (set allow_public = true to "
+		         "allow it)",
+		         name, r->host);
 		freeaddrinfo(res);
 		gw_mux_reset(t->mux, sid, GW_E_APP + 4, msg);
 		return -EPERM;
 	}
 	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	bool connecting = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) < 0 &&
-			  errno == EINPROGRESS;
-	if (fd < 0 || (!connecting && errno != 0 && errno != EISCONN)) {
-		snprintf(msg, sizeof msg, "route '%s': cannot connect to %s:%u", name, r->host, r->port);
+	int cr = fd >= 0 ? connect(fd, res->ai_addr, res->ai_addrlen) : -1;
+	if (fd < 0 || (cr < 0 && errno != EINPROGRESS)) {
+		snprintf(msg, sizeof msg, "route '%s': cannot connect to %s:%u", name, r->host,
+		         r->port);
 		freeaddrinfo(res);
 		if (fd >= 0)
 			close(fd);
@@ -723,8 +758,8 @@ on_goaway(gw_mux *m, uint32_t last_id, uint32_t code, const char *msg, void *arg
 	KL_LOG(KL_WARN, TN, "control plane sent GOAWAY (%s): %s", gw_code_name(code), msg);
 }
 
-static const struct gw_mux_ops ops = {on_hello, on_open, on_readable, on_writable, on_end,
-				      on_goaway};
+static const struct gw_mux_ops ops = {on_hello,    on_open, on_readable,
+                                      on_writable, on_end,  on_goaway};
 
 /* ---- the connection ---- */
 
@@ -759,8 +794,7 @@ disconnect(gw_tunnel *t, const char *why)
 	t->ctl_sid = 0;
 	t->ctllen = 0;
 	kl_list *p, *tmp;
-	kl_list_for_each_safe(p, tmp, &t->relays)
-	{
+	kl_list_for_each_safe (p, tmp, &t->relays) {
 		mstream *m = kl_container_of(p, mstream, link);
 		kl_list_del(&m->link);
 		gw_relay_fini(&m->relay);
@@ -786,15 +820,15 @@ dial(gw_tunnel *t)
 {
 	char err[512];
 	gw_tls_dial_cfg dc = {
-		.host = t->cfg->plane_host,
-		.port = t->cfg->plane_port,
-		.server_name = t->cfg->server_name[0] ? t->cfg->server_name : NULL,
-		.ca_file = t->cfg->ca_file,
-		.cert_file = t->cfg->cert_file,
-		.key_file = t->cfg->key_file,
-		.proxy_host = t->cfg->proxy_host[0] ? t->cfg->proxy_host : NULL,
-		.proxy_port = t->cfg->proxy_port,
-		.timeout_ms = 10000,
+	        .host = t->cfg->plane_host,
+	        .port = t->cfg->plane_port,
+	        .server_name = t->cfg->server_name[0] ? t->cfg->server_name : NULL,
+	        .ca_file = t->cfg->ca_file,
+	        .cert_file = t->cfg->cert_file,
+	        .key_file = t->cfg->key_file,
+	        .proxy_host = t->cfg->proxy_host[0] ? t->cfg->proxy_host : NULL,
+	        .proxy_port = t->cfg->proxy_port,
+	        .timeout_ms = 10000,
 	};
 	int r = gw_tls_dial(t->ctx, &dc, &t->ssl, &t->fd, err, sizeof err);
 	if (r < 0) {
@@ -804,14 +838,14 @@ dial(gw_tunnel *t)
 		return r;
 	}
 	struct gw_mux_config mc = {
-		.role = GW_ROLE_GATEWAY,
-		.ping_interval_ms = t->cfg->ping_interval_ms,
-		.epoch = ++t->epoch,
-		.token = t->token,
-		.token_len = sizeof t->token,
-		.resume = t->epoch > 1,
-		.ops = &ops,
-		.arg = t,
+	        .role = GW_ROLE_GATEWAY,
+	        .ping_interval_ms = t->cfg->ping_interval_ms,
+	        .epoch = ++t->epoch,
+	        .token = t->token,
+	        .token_len = sizeof t->token,
+	        .resume = t->epoch > 1,
+	        .ops = &ops,
+	        .arg = t,
 	};
 	if ((r = gw_mux_new(&mc, &t->mux)) < 0) {
 		gw_tls_close(t->ssl, t->fd);
@@ -822,8 +856,8 @@ dial(gw_tunnel *t)
 	}
 	t->connected_at = kl_now_ms();
 	t->want = POLLIN;
-	KL_LOG(KL_INFO, TN, "tunnel up to %s:%u (TLS 1.3, client certificate)",
-	       t->cfg->plane_host, t->cfg->plane_port);
+	KL_LOG(KL_INFO, TN, "tunnel up to %s:%u (TLS 1.3, client certificate)", t->cfg->plane_host,
+	       t->cfg->plane_port);
 	pthread_mutex_lock(&t->smu);
 	t->st.connected = true;
 	t->st.connects++;
@@ -858,8 +892,8 @@ pump_in(gw_tunnel *t)
 			int k;
 			while ((k = gw_mux_output(t->mux, iov, 4)) > 0) {
 				short w;
-				ssize_t wn = gw_tls_write(t->ssl, iov[0].iov_base, iov[0].iov_len, &w,
-							  err, sizeof err);
+				ssize_t wn = gw_tls_write(t->ssl, iov[0].iov_base, iov[0].iov_len,
+				                          &w, err, sizeof err);
 				if (wn <= 0)
 					break;
 				gw_mux_consume(t->mux, (size_t)wn);
@@ -880,8 +914,8 @@ pump_out(gw_tunnel *t)
 	while ((k = gw_mux_output(t->mux, iov, 8)) > 0) {
 		for (int i = 0; i < k; i++) {
 			short want = 0;
-			ssize_t n = gw_tls_write(t->ssl, iov[i].iov_base, iov[i].iov_len, &want, err,
-						 sizeof err);
+			ssize_t n = gw_tls_write(t->ssl, iov[i].iov_base, iov[i].iov_len, &want,
+			                         err, sizeof err);
 			if (n == -EAGAIN) {
 				t->want = want;
 				return true;
@@ -912,7 +946,7 @@ drain_mailbox(gw_tunnel *t)
 		job_done(t, d->job, d->env, d->len);
 		free(d);
 	}
-	if (t->mux)
+	if (t->mux && gw_mux_peer_hello(t->mux)) /* before HELLO: on_hello does it after RESUME */
 		redeliver(t);
 }
 
@@ -920,8 +954,7 @@ static void
 reap_relays(gw_tunnel *t)
 {
 	kl_list *p, *tmp;
-	kl_list_for_each_safe(p, tmp, &t->relays)
-	{
+	kl_list_for_each_safe (p, tmp, &t->relays) {
 		mstream *m = kl_container_of(p, mstream, link);
 		if (!gw_relay_done(&m->relay))
 			continue;
@@ -955,8 +988,7 @@ loop_once(gw_tunnel *t)
 		}
 		timeout = (int)KL_MIN(tk, 1000);
 		kl_list *p;
-		kl_list_for_each(p, &t->relays)
-		{
+		kl_list_for_each (p, &t->relays) {
 			mstream *m = kl_container_of(p, mstream, link);
 			rel[n - 2] = m;
 			pf[n++] = (struct pollfd){m->relay.fd, gw_relay_events(&m->relay), 0};
@@ -993,8 +1025,8 @@ gw_tunnel_new(const gw_config *cfg, kl_audit *audit, gw_tunnel **ret, char *err,
 	t->cfg = cfg;
 	t->audit = audit;
 	t->fd = -1;
-	gw_tls_dial_cfg dc = {.ca_file = cfg->ca_file, .cert_file = cfg->cert_file,
-			      .key_file = cfg->key_file};
+	gw_tls_dial_cfg dc = {
+	        .ca_file = cfg->ca_file, .cert_file = cfg->cert_file, .key_file = cfg->key_file};
 	t->ctx = gw_tls_client_ctx(&dc, err, errlen);
 	if (!t->ctx) {
 		free(t);

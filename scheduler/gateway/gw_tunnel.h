@@ -31,8 +31,7 @@ typedef struct gw_tunnel_stats {
 	char last_error[256];
 } gw_tunnel_stats;
 
-int gw_tunnel_new(const gw_config *cfg, kl_audit *audit, gw_tunnel **ret, char *err,
-		  size_t errlen);
+int gw_tunnel_new(const gw_config *cfg, kl_audit *audit, gw_tunnel **ret, char *err, size_t errlen);
 /* Run until gw_tunnel_stop; returns 0, or -errno for a fatal setup error. */
 int gw_tunnel_run(gw_tunnel *t);
 /* Any thread, async-signal-safe: ask the loop to stop (GOAWAY, deliver what

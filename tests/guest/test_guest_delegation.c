@@ -8,12 +8,9 @@
  * (saying why), or it serves sessions whose limits really hold; with
  * allow_unenforced_limits it must serve sessions and say limits_enforced=false.
  *
- * KNOWN TO FAIL (docs/guest.md, "Findings"): node_new checks the controllers
- * cgroup.controllers offers, never what cg_tree_open managed to enable, so the
- * node reports "enforced: memory pids cpu" and then fails every session open
- * with INTERNAL ("claiming a sandbox failed: No such file or directory": there
- * is no memory.max to write). Not in guest_suite's list until node.c is fixed;
- * run it with `scripts/guest/run BUILD test_guest_delegation`.
+ * This used to fail: node_new checked the controllers cgroup.controllers
+ * offers, not what cg_tree_open managed to enable, and every open then failed
+ * with INTERNAL. node_new now reconciles the two.
  */
 #include "test.h"
 

@@ -66,19 +66,6 @@ cg_num(const char *rel, const char *file, const char *key)
 	return -1;
 }
 
-static int
-cg_write(const char *rel, const char *file, const char *val)
-{
-	char p[1024];
-	snprintf(p, sizeof p, "%s/%s/%s", tree, rel, file);
-	int fd = open(p, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t k = write(fd, val, strlen(val));
-	int e = errno;
-	close(fd);
-	return k == (ssize_t)strlen(val) ? 0 : -e;
-}
 
 /* Does the kernel log hold needle? (root in the guest may read it) */
 static int
@@ -98,16 +85,20 @@ kmsg_has(const char *needle)
 /* ---- sessions and calls: every reply must say limits_enforced ---- */
 
 static void
-open_session(const char *sid, const char *tenant, uint64_t mem, uint32_t pids, uint32_t cpu)
+open_session_agg(const char *sid, const char *tenant, uint64_t mem, uint32_t pids, uint32_t cpu,
+                 uint64_t tenant_mem)
 {
-	Kiln__Limits lim = KILN__LIMITS__INIT;
+	Kiln__Limits lim = KILN__LIMITS__INIT, agg = KILN__LIMITS__INIT;
 	lim.memory_bytes = mem;
 	lim.pids = pids;
 	lim.cpu_millicores = cpu;
+	agg.memory_bytes = tenant_mem;
 	Kiln__SessionOpen o = KILN__SESSION_OPEN__INIT;
 	o.session_id = (char *)sid;
 	o.tenant = (char *)tenant;
 	o.limits = &lim;
+	if (tenant_mem)
+		o.tenant_limits = &agg;
 	Kiln__NodeWork w = KILN__NODE_WORK__INIT;
 	w.work_case = KILN__NODE_WORK__WORK_OPEN;
 	w.open = &o;
@@ -118,6 +109,12 @@ open_session(const char *sid, const char *tenant, uint64_t mem, uint32_t pids, u
 	ASSERT_EQ(r->opened->code, 0);
 	ASSERT(r->opened->limits_enforced);
 	kt_free_reply(r);
+}
+
+static void
+open_session(const char *sid, const char *tenant, uint64_t mem, uint32_t pids, uint32_t cpu)
+{
+	open_session_agg(sid, tenant, mem, pids, cpu, 0);
 }
 
 static Kiln__ToolResult *
@@ -302,8 +299,8 @@ TEST(bash_memory_hog_is_oom_killed)
 	/* The same shell runs the next command, and that result says no OOM:
 	 * the kill belongs to the call that caused it. */
 	r = run_bash("mem", "echo after-oom", 10000);
-	/* memory.peak of the shell's leaf covers the shell's life (kernels
-	 * before 6.12 cannot reset it), so this is the hog's peak again. */
+	/* memory.peak of the shell's leaf covers the shell's life (6.1
+	 * cannot reset it), so this is the hog's peak again. */
 	fprintf(stderr, "GUEST-METRIC bash_after_oom peak=%llu cpu_usec=%llu\n",
 	        (unsigned long long)r->peak_memory_bytes, (unsigned long long)r->cpu_usec);
 	ASSERT_EQ(r->code, 0);
@@ -436,9 +433,10 @@ TEST(full_session_refuses_spawns_by_pids_max)
 	ASSERT(r->is_error);
 	ASSERT_CONTAINS(r->message, "process limit, pids 32");
 	ASSERT_NOT_CONTAINS(kt_out(r), "never");
-	/* pids.max refused it. Kernels before 6.12 count pids.events max only
-	 * in the cgroup the task was forked into (the job leaf, removed with
-	 * the call), not in the session: their kernel log names the leaf. */
+	/* pids.max refused it. 6.1 counts pids.events max only in the cgroup
+	 * the task was forked into (the job leaf, removed with the call), not
+	 * in the session (later kernels count it up the tree too): its kernel
+	 * log names the leaf. */
 	char leaf[600];
 	snprintf(leaf, sizeof leaf, "fork rejected by pids controller in %s/%s/job-",
 	         strstr(tree, "/kiln-"), rel);
@@ -453,10 +451,10 @@ TEST(full_session_refuses_spawns_by_pids_max)
 
 /* ---- cpu.max ---- */
 
-/* Spin for ms in a session; returns the share of one CPU the job's cgroup got
- * (cpu_usec from the result over the spinner's own wall time). */
+/* Spin for ms in a session: the job's cgroup CPU time (the result's
+ * cpu_usec) over the spinner's own wall time, the share of one CPU it got. */
 static double
-spin_share(const char *sid, int ms)
+spin_share(const char *sid, int ms, long long *ret_wall)
 {
 	char arg[16];
 	snprintf(arg, sizeof arg, "%d", ms);
@@ -472,45 +470,55 @@ spin_share(const char *sid, int ms)
 	fprintf(stderr, "GUEST-METRIC cpu_share session=%s cpu_usec=%llu wall_us=%lld share=%.3f\n",
 	        sid, (unsigned long long)r->cpu_usec, wall, share);
 	kt_free_result(r);
+	*ret_wall = wall;
 	return share;
 }
 
 TEST(cpu_quota_holds)
 {
 	char rel[256];
+	long long wall, wall_free;
 	session_rel("t1", "cpu", rel, sizeof rel);
+	long long per0 = cg_num(rel, "cpu.stat", "nr_periods");
 	long long thr0 = cg_num(rel, "cpu.stat", "nr_throttled");
-	double limited = spin_share("cpu", 3000);
-	long long thr = cg_num(rel, "cpu.stat", "nr_throttled");
-	double unlimited = spin_share("free", 3000);
-	fprintf(stderr, "GUEST-METRIC cpu_throttled_periods=%lld\n", thr - thr0);
-	/* 200 millicores is 20 ms per 100 ms period. The scheduler notices an
-	 * exhausted quota at a tick (4 ms with Debian's HZ=250), and under
-	 * qemu's emulation the guest's clocks wobble by a few percent (the
-	 * unlimited spinner reads 0.98-1.04): measured 0.205-0.244. */
-	ASSERT_LE(limited * 1000, 300);
-	ASSERT_GE(limited * 1000, 100);   /* ...but it did get its quota */
+	long long use0 = cg_num(rel, "cpu.stat", "usage_usec");
+	double limited = spin_share("cpu", 3000, &wall);
+	long long per = cg_num(rel, "cpu.stat", "nr_periods") - per0;
+	long long thr = cg_num(rel, "cpu.stat", "nr_throttled") - thr0;
+	long long use = cg_num(rel, "cpu.stat", "usage_usec") - use0;
+	double use_per = per > 0 ? (double)use / (double)per : -1.0;
+	fprintf(stderr,
+	        "GUEST-METRIC cpu_stat periods=%lld throttled=%lld usage_usec=%lld "
+	        "usage_per_period_usec=%.0f\n",
+	        per, thr, use, use_per);
+	double unlimited = spin_share("free", 3000, &wall_free);
+	/* 200 millicores is 20 ms per 100 ms period. The kernel's own books
+	 * first: per period of cpu.max, the session used its quota (the
+	 * scheduler notices an exhausted quota at a tick, 4 ms with Debian's
+	 * HZ=250, so a period may run over by that) and it was throttled. */
+	ASSERT_GE(per, 20);
+	ASSERT_GE(thr, per / 2);
+	ASSERT_LE(use_per, 25000);
+	ASSERT_GE(use_per, 10000); /* ...but it did get its quota */
+	/* Then against the wall clock: measured 0.205-0.244 of one CPU. That
+	 * holds when the guest's clocks agree, i.e. the period timer fired about
+	 * once per 100 ms of the spinner's wall time. A host that starves qemu
+	 * breaks that (seen once under a load average of 10: 78 throttled
+	 * periods in 3.1 s of wall time, a share of 0.52, yet at most 20.6 ms
+	 * per period); then only the kernel's books above are checked. */
+	long long want = wall / 100000;
+	if (per * 5 >= want * 4 && per * 4 <= want * 5)
+		ASSERT_LE(limited * 1000, 300);
+	else
+		fprintf(stderr,
+		        "guest clocks disagree (%lld periods in %lld us of wall time): "
+		        "the wall-clock share is not checked\n",
+		        per, wall);
+	ASSERT_GE(limited * 1000, 100);
 	ASSERT_GE(unlimited * 1000, 700); /* the only runnable task on the guest's CPU */
-	ASSERT_GE(thr - thr0, 5);
 }
 
 /* ---- tenant aggregate ---- */
-
-/* The tenant's aggregate memory cap. The node has no knob for tenant limits
- * yet (node_config and SessionOpen carry only per-session limits, and
- * tenants/<tenant>/ is created without any), so the test writes memory.max
- * itself: this checks the layout, the kernel's hierarchical enforcement and
- * the node's reporting. When the node gets a tenant limit, set it through the
- * node here instead and check the file. */
-static void
-tenant_cap(const char *tenant, uint64_t bytes)
-{
-	char rel[256], val[32];
-	snprintf(rel, sizeof rel, "tenants/%s", tenant);
-	snprintf(val, sizeof val, "%llu", (unsigned long long)bytes);
-	ASSERT_EQ(cg_write(rel, "memory.max", val), 0);
-	ASSERT_EQ(cg_write(rel, "memory.swap.max", "0"), 0);
-}
 
 struct bg_call {
 	pthread_t th;
@@ -530,9 +538,12 @@ bg_exec(void *arg)
 TEST(tenant_aggregate_memory_holds)
 {
 	/* Each session alone may use 96 MiB; the tenant together 128 MiB. */
-	open_session("agg-a", "agg", 96 * MIB, 0, 0);
-	open_session("agg-b", "agg", 96 * MIB, 0, 0);
-	tenant_cap("agg", 128 * MIB);
+	/* The tenant's aggregate comes with the open (SessionOpen.tenant_limits, from
+	 * the scheduler's aggregate_memory), and the node writes it to the tenant's
+	 * cgroup. */
+	open_session_agg("agg-a", "agg", 96 * MIB, 0, 0, 128 * MIB);
+	open_session_agg("agg-b", "agg", 96 * MIB, 0, 0, 128 * MIB);
+	ASSERT_EQ(cg_num("tenants/agg", "memory.max", NULL), (long long)(128 * MIB));
 	const char *hold[] = {"kiln-hog", "mem", "80", "8000", NULL};
 	struct bg_call a = {.sid = "agg-a", .argv = hold};
 	ASSERT_EQ(pthread_create(&a.th, NULL, bg_exec, &a), 0);
@@ -568,6 +579,42 @@ TEST(tenant_aggregate_memory_holds)
 	assert_serves("agg-a", "a-fine");
 	assert_serves("agg-b", "b-fine");
 	assert_serves("free", "other-tenant-fine");
+}
+
+/* ---- Debian 12's kernel itself ---- */
+
+/* The bash tool ends a call when the status pipe says the command finished,
+ * then drains what is left in the output pipe without waiting. On 6.1 a pipe
+ * refuses preadv2(RWF_NOWAIT) (EOPNOTSUPP; newer kernels accept it), so output
+ * still in the pipe at that moment must be drained another way, or it slips
+ * into the next call's output. */
+TEST(bash_output_is_complete)
+{
+	/* A spinner competing for the guest's one CPU makes the race likely:
+	 * the status read completes before the output read's worker runs. */
+	Kiln__ToolResult *r = run_bash("mem", "kiln-hog spin 120000 >/dev/null &", 10000);
+	kt_free_result(r);
+	int bad = 0;
+	for (int i = 0; i < 200; i++) {
+		char cmd[64], want[64];
+		snprintf(cmd, sizeof cmd, "pwd; echo \"i=%d\"", i);
+		snprintf(want, sizeof want, "/workspace\ni=%d\n", i);
+		r = run_bash("free", cmd, 10000);
+		ASSERT_EQ(r->code, 0);
+		if (strcmp(kt_out(r), want)) {
+			if (bad++ < 5)
+				fprintf(stderr, "call %d: \"%s\"\n", i, kt_out(r));
+		}
+		kt_free_result(r);
+	}
+	fprintf(stderr, "GUEST-METRIC bash_incomplete_outputs=%d/200\n", bad);
+	r = kt_bash_restart(n, "mem");
+	kt_free_result(r);
+	ASSERT_EQ(bad, 0);
+	r = run_bash("free", "seq 1 3000", 10000);
+	ASSERT_EQ(r->output_total, 13893);
+	ASSERT(strstr(kt_out(r), "\n2999\n3000\n") != NULL);
+	kt_free_result(r);
 }
 
 /* ---- the node carries on ---- */

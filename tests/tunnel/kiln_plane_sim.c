@@ -49,12 +49,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define PS          "plane-sim"
-#define MAX_ROUTES  16
-#define MAX_RELAYS  256
-#define CTL_MAX     (16u << 20) /* a RESUME listing many ids */
-#define ACCEPT_MS   10000
-#define SUMMARY_MS  1000
+#define PS                 "plane-sim"
+#define MAX_ROUTES         16
+#define MAX_RELAYS         256
+#define CTL_MAX            (16u << 20) /* a RESUME listing many ids */
+#define ACCEPT_MS          10000
+#define SUMMARY_MS         1000
+#define ACK_BATCH          2048 /* ids per ACK: <= 10 bytes each, well under 64 KiB */
 #define PLANE_ID(nonce, i) (((nonce)&0xffffffffffull) << 24 | (uint64_t)((i) + 1))
 
 enum { SK_WORK = 1, SK_MCP };
@@ -234,6 +235,8 @@ on_result(sim *s, const Kiln__TunnelReply *tr)
 	free(b);
 	ps_op *o = op_by_id(s, tr->plane_id);
 	queue_ack(s, tr->plane_id);
+	if (o)
+		o->awaited = false;
 	mark(s);
 	if (tr->redelivered)
 		s->c.redelivered++;
@@ -281,8 +284,9 @@ static void
 ws_message(sim *s, wstream *ws, const struct gw_ctl_msg *msg)
 {
 	Kiln__Envelope *e = NULL;
-	int r = msg->type == GW_CTL_ENVELOPE ? kl_env_decode(msg->body, msg->len, KL_MAX_MSG, &e, NULL)
-	                                     : -EBADMSG;
+	int r = msg->type == GW_CTL_ENVELOPE
+	                ? kl_env_decode(msg->body, msg->len, KL_MAX_MSG, &e, NULL)
+	                : -EBADMSG;
 	if (r < 0 || e->msg_case != KILN__ENVELOPE__MSG_TUNNEL_REPLY) {
 		KL_LOG(KL_ERROR, PS, "stream %u: expected a TunnelReply envelope (%s)", ws->sid,
 		       r < 0 ? kl_env_strerror(r) : "another message");
@@ -311,7 +315,8 @@ ws_readable(sim *s, wstream *ws)
 			ws->in_cap = ws->in_cap ? ws->in_cap * 2 : 16384;
 			ws->in = kl_xrealloc(ws->in, ws->in_cap);
 		}
-		ssize_t n = gw_mux_read(s->mux, ws->sid, ws->in + ws->in_len, ws->in_cap - ws->in_len);
+		ssize_t n =
+		        gw_mux_read(s->mux, ws->sid, ws->in + ws->in_len, ws->in_cap - ws->in_len);
 		if (n <= 0)
 			break;
 		ws->in_len += (size_t)n;
@@ -452,6 +457,11 @@ on_resume(sim *s, const Kiln__TunnelResume *rs)
 		s->trace.ops[i].at_gw = false;
 	mark_listed(s, rs->in_flight, rs->n_in_flight);
 	mark_listed(s, rs->unacked, rs->n_unacked);
+	for (size_t i = 0; i < rs->n_unacked; i++) {
+		ps_op *o = op_by_id(s, rs->unacked[i]);
+		if (o)
+			o->awaited = true;
+	}
 	size_t resend = 0;
 	for (int i = 0; i < s->trace.nops; i++) {
 		ps_op *o = &s->trace.ops[i];
@@ -459,8 +469,9 @@ on_resume(sim *s, const Kiln__TunnelResume *rs)
 			o->state = PS_WAIT;
 			s->inflight--;
 			resend++;
-			KL_LOG(KL_INFO, PS, "op line=%d plane_id=%llu: the gateway never got it: again",
-			       o->line, (unsigned long long)o->plane_id);
+			KL_LOG(KL_INFO, PS,
+			       "op line=%d plane_id=%llu: the gateway never got it: again", o->line,
+			       (unsigned long long)o->plane_id);
 		}
 	}
 	json_t *r = json_object();
@@ -541,15 +552,13 @@ ctl_flush(sim *s)
 	s->ctlout_off = s->ctlout_len = 0;
 }
 
-/* Acknowledge what was stored: called after the state file was saved. */
+/* One ACK message for ids[0..n). */
 static void
-send_acks(sim *s)
+ack_message(sim *s, uint64_t *ids, size_t n)
 {
-	if (!s->nacks || !s->mux || !s->ctl_sid)
-		return;
 	Kiln__TunnelAck a = KILN__TUNNEL_ACK__INIT;
-	a.n_plane_ids = s->nacks;
-	a.plane_ids = s->acks;
+	a.n_plane_ids = n;
+	a.plane_ids = ids;
 	Kiln__TunnelControl tc = KILN__TUNNEL_CONTROL__INIT;
 	tc.msg_case = KILN__TUNNEL_CONTROL__MSG_ACK;
 	tc.ack = &a;
@@ -565,7 +574,19 @@ send_acks(sim *s)
 	memcpy(s->ctlout + s->ctlout_len, f, flen);
 	s->ctlout_len += flen;
 	free(f);
-	s->c.acks += s->nacks;
+	s->c.acks += n;
+}
+
+/* Acknowledge what was stored: called after the state file was saved. At
+ * most ACK_BATCH ids a message: the gateway reads CONTROL messages into a
+ * 64 KiB buffer, and a larger one would end the connection. */
+static void
+send_acks(sim *s)
+{
+	if (!s->nacks || !s->mux || !s->ctl_sid)
+		return;
+	for (size_t i = 0; i < s->nacks; i += ACK_BATCH)
+		ack_message(s, s->acks + i, KL_MIN(ACK_BATCH, s->nacks - i));
 	s->nacks = 0;
 	s->summary_dirty = true;
 	ctl_flush(s);
@@ -581,8 +602,7 @@ http_error(int fd, int code, const char *reason, const char *why)
 	                 "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
 	                 "Content-Length: %zu\r\n\r\nkiln-plane-sim: %s\n",
 	                 code, reason, strlen(why) + 17, why);
-	if (send(fd, buf, (size_t)KL_MIN((size_t)n, sizeof buf - 1), MSG_NOSIGNAL | MSG_DONTWAIT))
-		return;
+	(void)send(fd, buf, (size_t)KL_MIN((size_t)n, sizeof buf - 1), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 static void
@@ -632,8 +652,7 @@ static void
 reap_relays(sim *s)
 {
 	kl_list *p, *tmp;
-	kl_list_for_each_safe(p, tmp, &s->relays)
-	{
+	kl_list_for_each_safe (p, tmp, &s->relays) {
 		mstream *m = kl_list_entry(p, mstream, link);
 		if (gw_relay_done(&m->relay))
 			relay_free(s, m);
@@ -666,8 +685,8 @@ on_hello(gw_mux *m, const struct gw_hello *peer, void *arg)
 	char tok[2 * GW_TOKEN_MAX + 1] = "";
 	for (int i = 0; i < peer->token_len && i < 32; i++)
 		snprintf(tok + 2 * i, 3, "%02x", peer->token[i]);
-	bool resumed = (peer->flags & GW_HELLO_F_RESUME) && s->run.token[0] &&
-	               !strcmp(tok, s->run.token);
+	bool resumed =
+	        (peer->flags & GW_HELLO_F_RESUME) && s->run.token[0] && !strcmp(tok, s->run.token);
 	/* The gateway keeps its token across reconnects: the session is the token. */
 	gw_mux_set_session(m, peer->token, peer->token_len, peer->epoch, resumed);
 	KL_LOG(KL_INFO, PS, "gateway hello: epoch=%llu resume=%s (session %s)",
@@ -783,18 +802,18 @@ on_goaway(gw_mux *m, uint32_t last_id, uint32_t code, const char *msg, void *arg
 	KL_LOG(KL_INFO, PS, "the gateway sent GOAWAY (%s): %s", gw_code_name(code), msg);
 }
 
-static const struct gw_mux_ops ops = {on_hello, on_open, on_readable, on_writable, on_end,
-                                      on_goaway};
+static const struct gw_mux_ops ops = {on_hello,    on_open, on_readable,
+                                      on_writable, on_end,  on_goaway};
 
 /* ---- the connection ---- */
 
 static void
-disconnect(sim *s, const char *why)
+disconnect(sim *s, const char *why, bool final)
 {
 	if (!s->mux && !s->ssl)
 		return;
-	KL_LOG(KL_WARN, PS, "gateway connection closed: %s (state kept; waiting for a reconnect)",
-	       why);
+	KL_LOG(final ? KL_INFO : KL_WARN, PS, "gateway connection closed: %s%s", why,
+	       final ? "" : " (state kept; waiting for a reconnect)");
 	s->closing = true;
 	if (s->mux) {
 		gw_mux_eof(s->mux); /* every stream ends: requests stay sent until RESUME */
@@ -806,8 +825,7 @@ disconnect(sim *s, const char *why)
 	s->ssl = NULL;
 	s->fd = -1;
 	kl_list *p, *tmp;
-	kl_list_for_each_safe(p, tmp, &s->relays)
-	{
+	kl_list_for_each_safe (p, tmp, &s->relays) {
 		mstream *m = kl_list_entry(p, mstream, link);
 		m->relay.sid = 0;
 		relay_free(s, m);
@@ -816,8 +834,10 @@ disconnect(sim *s, const char *why)
 	s->ctl_sid = 0;
 	s->ctlin_len = s->ctlout_len = s->ctlout_off = 0;
 	s->nacks = 0; /* unacknowledged results are redelivered: acked then */
-	for (int i = 0; i < s->trace.nops; i++)
+	for (int i = 0; i < s->trace.nops; i++) {
 		s->trace.ops[i].sid = 0;
+		s->trace.ops[i].awaited = false; /* the next RESUME says again */
+	}
 	mark(s);
 }
 
@@ -836,17 +856,23 @@ accept_gateway(sim *s)
 	SSL *ssl;
 	char cn[256], err[768];
 	if (gw_tls_accept(s->ctx, fd, ACCEPT_MS, &ssl, cn, sizeof cn, err, sizeof err) < 0) {
-		KL_LOG(KL_WARN, PS,
-		       "refused a connection from %s: %s (a gateway needs a client certificate "
-		       "signed by %s)",
-		       peer, err, s->client_ca);
+		if (strstr(err, " alert "))
+			KL_LOG(KL_WARN, PS,
+			       "a connection from %s gave up the handshake: %s (does it trust our "
+			       "certificate %s, for the name it dialled?)",
+			       peer, err, s->cert);
+		else
+			KL_LOG(KL_WARN, PS,
+			       "refused a connection from %s: %s (a gateway needs a client "
+			       "certificate signed by %s)",
+			       peer, err, s->client_ca);
 		close(fd);
 		s->c.tls_refused++;
 		s->summary_dirty = true;
 		return;
 	}
 	if (s->mux)
-		disconnect(s, "replaced by a new connection");
+		disconnect(s, "replaced by a new connection", false);
 	struct gw_mux_config mc = {
 	        .role = GW_ROLE_PLANE, .ping_interval_ms = s->ping_ms, .ops = &ops, .arg = s};
 	if (gw_mux_new(&mc, &s->mux) < 0) {
@@ -876,7 +902,7 @@ pump_in(sim *s)
 			return true;
 		}
 		if (n <= 0) {
-			disconnect(s, n == 0 ? "the gateway closed the connection" : err);
+			disconnect(s, n == 0 ? "the gateway closed the connection" : err, false);
 			return false;
 		}
 		if (gw_mux_input(s->mux, buf, (size_t)n) < 0) {
@@ -885,8 +911,9 @@ pump_in(sim *s)
 			short w;
 			char e2[256];
 			if (gw_mux_output(s->mux, iov, 1) > 0) /* let the GOAWAY out */
-				gw_tls_write(s->ssl, iov[0].iov_base, iov[0].iov_len, &w, e2, sizeof e2);
-			disconnect(s, err);
+				gw_tls_write(s->ssl, iov[0].iov_base, iov[0].iov_len, &w, e2,
+				             sizeof e2);
+			disconnect(s, err, false);
 			return false;
 		}
 	}
@@ -902,14 +929,14 @@ pump_out(sim *s)
 	while ((k = gw_mux_output(s->mux, iov, 8)) > 0) {
 		for (int i = 0; i < k; i++) {
 			short want = 0;
-			ssize_t n = gw_tls_write(s->ssl, iov[i].iov_base, iov[i].iov_len, &want, err,
-			                         sizeof err);
+			ssize_t n = gw_tls_write(s->ssl, iov[i].iov_base, iov[i].iov_len, &want,
+			                         err, sizeof err);
 			if (n == -EAGAIN) {
 				s->want = want;
 				return true;
 			}
 			if (n <= 0) {
-				disconnect(s, err);
+				disconnect(s, err, false);
 				return false;
 			}
 			gw_mux_consume(s->mux, (size_t)n);
@@ -947,13 +974,16 @@ save(sim *s, bool final)
 		KL_LOG(KL_ERROR, PS, "results %s: %s", s->results_path, strerror(errno));
 }
 
+/* Every op has its outcome, and the gateway holds nothing of ours: whatever
+ * its RESUME listed as unacknowledged came and was acknowledged. So even a
+ * run restarted after its last result connects once, to clean up. */
 static bool
 all_done(sim *s)
 {
-	if (!s->trace.nops)
+	if (!s->trace.nops || !s->ready)
 		return false;
-	for (int i = s->first_open; i < s->trace.nops; i++)
-		if (s->trace.ops[i].state != PS_DONE)
+	for (int i = 0; i < s->trace.nops; i++)
+		if (s->trace.ops[i].state != PS_DONE || s->trace.ops[i].awaited)
 			return false;
 	return !s->nacks && s->ctlout_off == s->ctlout_len &&
 	       (!s->mux || !gw_mux_want_output(s->mux));
@@ -1018,7 +1048,8 @@ usage(FILE *f)
 	        "\n"
 	        "The remote control plane of kiln's egress tunnel, simulated: a TLS 1.3 server\n"
 	        "for one kiln-gateway (client certificate required), a work queue fed from a\n"
-	        "trace, and local HTTP ports that reach the gateway's MCP routes (docs/tunnel-sim.md).\n"
+	        "trace, and local HTTP ports that reach the gateway's MCP routes "
+	        "(docs/tunnel-sim.md).\n"
 	        "\n"
 	        "  --listen HOST:PORT   where the gateway dials in\n"
 	        "  --cert/--key FILE    the plane's server certificate and key\n"
@@ -1043,41 +1074,74 @@ static int
 parse_args(sim *s, int argc, char **argv)
 {
 	static const struct option lo[] = {
-	        {"listen", 1, 0, 'l'},    {"cert", 1, 0, 'c'},      {"key", 1, 0, 'k'},
-	        {"client-ca", 1, 0, 'a'}, {"trace", 1, 0, 't'},     {"identity", 1, 0, 'i'},
-	        {"route", 1, 0, 'r'},     {"state", 1, 0, 's'},     {"summary", 1, 0, 'S'},
-	        {"results", 1, 0, 'R'},   {"ack", 0, 0, 'A'},       {"no-ack", 0, 0, 'N'},
+	        {"listen", 1, 0, 'l'},       {"cert", 1, 0, 'c'},    {"key", 1, 0, 'k'},
+	        {"client-ca", 1, 0, 'a'},    {"trace", 1, 0, 't'},   {"identity", 1, 0, 'i'},
+	        {"route", 1, 0, 'r'},        {"state", 1, 0, 's'},   {"summary", 1, 0, 'S'},
+	        {"results", 1, 0, 'R'},      {"ack", 0, 0, 'A'},     {"no-ack", 0, 0, 'N'},
 	        {"max-inflight", 1, 0, 'm'}, {"ping-ms", 1, 0, 'p'}, {"exit-when-done", 0, 0, 'x'},
-	        {"log", 1, 0, 'v'},       {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+	        {"log", 1, 0, 'v'},          {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'l': s->listen = optarg; break;
-		case 'c': s->cert = optarg; break;
-		case 'k': s->key = optarg; break;
-		case 'a': s->client_ca = optarg; break;
-		case 't': s->trace_path = optarg; break;
-		case 'i': s->identity = optarg; break;
+		case 'l':
+			s->listen = optarg;
+			break;
+		case 'c':
+			s->cert = optarg;
+			break;
+		case 'k':
+			s->key = optarg;
+			break;
+		case 'a':
+			s->client_ca = optarg;
+			break;
+		case 't':
+			s->trace_path = optarg;
+			break;
+		case 'i':
+			s->identity = optarg;
+			break;
 		case 'r':
 			if (add_route(s, optarg) < 0)
 				return 2;
 			break;
-		case 's': s->state_path = optarg; break;
-		case 'S': s->summary_path = optarg; break;
-		case 'R': s->results_path = optarg; break;
-		case 'A': s->ack = true; break;
-		case 'N': s->ack = false; break;
-		case 'm': s->max_inflight = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'p': s->ping_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'x': s->exit_when_done = true; break;
+		case 's':
+			s->state_path = optarg;
+			break;
+		case 'S':
+			s->summary_path = optarg;
+			break;
+		case 'R':
+			s->results_path = optarg;
+			break;
+		case 'A':
+			s->ack = true;
+			break;
+		case 'N':
+			s->ack = false;
+			break;
+		case 'm':
+			s->max_inflight = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'p':
+			s->ping_ms = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'x':
+			s->exit_when_done = true;
+			break;
 		case 'v':
 			if (kl_log_set_level(optarg) < 0) {
-				fprintf(stderr, "kiln-plane-sim: --log: error, warn, info or debug\n");
+				fprintf(stderr,
+				        "kiln-plane-sim: --log: error, warn, info or debug\n");
 				return 2;
 			}
 			break;
-		case 'h': usage(stdout); return 1;
-		default: usage(stderr); return 2;
+		case 'h':
+			usage(stdout);
+			return 1;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (!s->listen || !s->cert || !s->key || !s->client_ca || optind < argc ||
@@ -1168,7 +1232,7 @@ loop_once(sim *s)
 	if (s->mux) {
 		int64_t tk = gw_mux_tick(s->mux, kl_now_ms());
 		if (tk < 0) {
-			disconnect(s, "the gateway stopped answering pings");
+			disconnect(s, "the gateway stopped answering pings", false);
 			return;
 		}
 		timeout = (int)KL_MIN(tk, timeout);
@@ -1178,15 +1242,17 @@ loop_once(sim *s)
 	}
 	rel0 = n;
 	kl_list *p;
-	kl_list_for_each(p, &s->relays)
-	{
+	kl_list_for_each (p, &s->relays) {
 		mstream *m = kl_list_entry(p, mstream, link);
 		rel[n - rel0] = m;
 		pf[n++] = (struct pollfd){m->relay.fd, gw_relay_events(&m->relay), 0};
 	}
 	poll(pf, (nfds_t)n, timeout);
+	gw_mux *before = s->mux;
 	if (pf[0].revents & POLLIN)
 		accept_gateway(s);
+	if (s->mux != before)
+		conn = -1; /* a new connection: the old one's events (and relays) are gone */
 	for (int i = 0; i < s->nroutes; i++)
 		if (pf[1 + i].revents & POLLIN)
 			route_accept(s, i);
@@ -1201,6 +1267,24 @@ loop_once(sim *s)
 	send_acks(s);
 	if (s->mux)
 		pump_out(s);
+}
+
+static void
+sim_fini(sim *s)
+{
+	for (int i = 0; i < s->nroutes; i++)
+		if (s->routes[i].lfd >= 0)
+			close(s->routes[i].lfd);
+	if (s->lfd >= 0)
+		close(s->lfd);
+	SSL_CTX_free(s->ctx);
+	ps_trace_free(&s->trace);
+	json_decref(s->run.resumes);
+	if (s->by_id.b)
+		kl_map_fini(&s->by_id);
+	free(s->acks);
+	free(s->ctlin);
+	free(s->ctlout);
 }
 
 int
@@ -1218,6 +1302,7 @@ main(int argc, char **argv)
 	char err[1024];
 	if (setup(&s, err, sizeof err) < 0) {
 		fprintf(stderr, "kiln-plane-sim: %s\n", err);
+		sim_fini(&s);
 		return 2;
 	}
 	bool done = false;
@@ -1226,9 +1311,10 @@ main(int argc, char **argv)
 		done = s.exit_when_done && all_done(&s);
 	}
 	if (s.mux) {
-		gw_mux_goaway(s.mux, GW_E_NONE, done ? "the simulator is done" : "simulator stopping");
+		gw_mux_goaway(s.mux, GW_E_NONE,
+		              done ? "the simulator is done" : "simulator stopping");
 		pump_out(&s);
-		disconnect(&s, done ? "every operation is done" : "stopping");
+		disconnect(&s, done ? "every operation is done" : "stopping", true);
 	}
 	save(&s, true);
 	int status = s.c.duplicates || s.c.expect_failed ? 1 : 0;
@@ -1237,16 +1323,6 @@ main(int argc, char **argv)
 	       done ? "done" : "stopped", (unsigned long long)s.c.sent,
 	       (unsigned long long)s.c.resent, (unsigned long long)s.c.results,
 	       (unsigned long long)s.c.duplicates, (unsigned long long)s.c.expect_failed);
-	for (int i = 0; i < s.nroutes; i++)
-		if (s.routes[i].lfd >= 0)
-			close(s.routes[i].lfd);
-	close(s.lfd);
-	SSL_CTX_free(s.ctx);
-	ps_trace_free(&s.trace);
-	json_decref(s.run.resumes);
-	kl_map_fini(&s.by_id);
-	free(s.acks);
-	free(s.ctlin);
-	free(s.ctlout);
+	sim_fini(&s);
 	return status;
 }

@@ -31,25 +31,26 @@ enum ps_state {
 typedef struct ps_op {
 	int line; /* in the trace file */
 	int kind;
-	uint64_t at_ms;  /* not before this long after the run started */
-	char *identity;  /* the plane identity the gateway maps to a tenant */
-	char *as;        /* open: the name "$as" refers to */
-	char *session;   /* call, close: "$name", a literal session id, or NULL */
-	int open_idx;    /* the open that defines $name, or -1 */
-	int prev_idx;    /* the previous op on the same session, or -1 */
-	json_t *spec;    /* the trace line */
+	uint64_t at_ms; /* not before this long after the run started */
+	char *identity; /* the plane identity the gateway maps to a tenant */
+	char *as;       /* open: the name "$as" refers to */
+	char *session;  /* call, close: "$name", a literal session id, or NULL */
+	int open_idx;   /* the open that defines $name, or -1 */
+	int prev_idx;   /* the previous op on the same session, or -1 */
+	json_t *spec;   /* the trace line */
 	uint64_t plane_id;
 	/* progress (persisted by --state) */
 	int state;
-	unsigned sends;          /* times a request left for the gateway */
-	unsigned results;        /* results received for it (redeliveries included) */
-	uint64_t first_sent_ms;  /* wall clock */
-	uint64_t done_ms;        /* wall clock; 0 for local errors */
-	json_t *result;          /* final outcome, {"code": ...} */
-	char digest[65];         /* SHA-256 of the ClientReply bytes */
+	unsigned sends;         /* times a request left for the gateway */
+	unsigned results;       /* results received for it (redeliveries included) */
+	uint64_t first_sent_ms; /* wall clock */
+	uint64_t done_ms;       /* wall clock; 0 for local errors */
+	json_t *result;         /* final outcome, {"code": ...} */
+	char digest[65];        /* SHA-256 of the ClientReply bytes */
 	/* this connection only */
 	uint32_t sid;
-	bool at_gw; /* the last RESUME listed it */
+	bool at_gw;   /* the last RESUME listed it */
+	bool awaited; /* listed as unacked: its redelivery is on the way */
 } ps_op;
 
 /* Counters kept across restarts (--state). */

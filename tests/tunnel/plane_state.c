@@ -26,10 +26,22 @@ static const char *const state_names[] = {"wait", "sent", "done"};
 static const char *const kind_names[] = {"", "open", "call", "close"};
 
 /* The counters, by name, for both directions. */
-#define COUNTERS(X)                                                                          \
-	X(sent) X(resent) X(results) X(redelivered) X(repeat_results) X(duplicates) X(foreign) \
-	        X(acks) X(expect_failed) X(connections) X(tls_refused) X(mcp_conns)            \
-	                X(mcp_refused) X(mcp_up) X(mcp_down)
+#define COUNTERS(X)        \
+	X(sent);           \
+	X(resent);         \
+	X(results);        \
+	X(redelivered);    \
+	X(repeat_results); \
+	X(duplicates);     \
+	X(foreign);        \
+	X(acks);           \
+	X(expect_failed);  \
+	X(connections);    \
+	X(tls_refused);    \
+	X(mcp_conns);      \
+	X(mcp_refused);    \
+	X(mcp_up);         \
+	X(mcp_down);
 
 static json_t *
 u64_json(uint64_t v)
@@ -41,7 +53,8 @@ static uint64_t
 json_u64(json_t *o, const char *k)
 {
 	json_t *v = json_object_get(o, k);
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
+	                                                       : 0;
 }
 
 int
@@ -97,7 +110,7 @@ ps_state_save(const char *path, const ps_run *run)
 	json_object_set_new(s, "nonce", json_string(nonce));
 	json_object_set_new(s, "started_ms", u64_json(run->started_ms));
 	json_object_set_new(s, "token", json_string(run->token));
-#define PUT(n) json_object_set_new(c, #n, u64_json(run->c->n));
+#define PUT(n) json_object_set_new(c, #n, u64_json(run->c->n))
 	COUNTERS(PUT)
 #undef PUT
 	json_object_set_new(s, "counters", c);
@@ -180,7 +193,7 @@ ps_state_load(const char *path, ps_run *run, char *err, size_t errlen)
 	kl_strlcpy(run->token, json_string_value(json_object_get(s, "token")) ?: "",
 	           sizeof run->token);
 	json_t *c = json_object_get(s, "counters");
-#define GET(n) run->c->n = json_u64(c, #n);
+#define GET(n) run->c->n = json_u64(c, #n)
 	COUNTERS(GET)
 #undef GET
 	json_t *res = json_object_get(s, "resumes");
@@ -189,9 +202,8 @@ ps_state_load(const char *path, ps_run *run, char *err, size_t errlen)
 	size_t i;
 	json_t *o;
 	r = 0;
-	json_array_foreach (json_object_get(s, "ops"), i, o)
-		if ((r = load_op(run, o, why, sizeof why)) < 0)
-			break;
+	json_array_foreach(json_object_get(s, "ops"), i,
+	                   o) if ((r = load_op(run, o, why, sizeof why)) < 0) break;
 out:
 	if (r < 0)
 		snprintf(err, errlen, "state %s: %s", path, why);
@@ -236,9 +248,10 @@ ps_summary(const ps_run *run)
 		done++;
 		const char *code = json_string_value(json_object_get(o->result, "code"));
 		if (code && strcmp(code, "OK"))
-			json_object_set_new(errors, code,
-			                    json_integer(json_integer_value(json_object_get(errors, code)) +
-			                                 1));
+			json_object_set_new(
+			        errors, code,
+			        json_integer(json_integer_value(json_object_get(errors, code)) +
+			                     1));
 	}
 	json_object_set_new(s, "ops", json_integer(run->trace->nops));
 	json_object_set_new(s, "done", json_integer(done));
@@ -291,7 +304,8 @@ ps_results_write(const char *path, const ps_run *run)
 		json_object_set_new(j, "sends", json_integer(o->sends));
 		json_object_set_new(j, "results", json_integer(o->results));
 		if (o->done_ms && o->first_sent_ms && o->done_ms >= o->first_sent_ms)
-			json_object_set_new(j, "latency_ms", u64_json(o->done_ms - o->first_sent_ms));
+			json_object_set_new(j, "latency_ms",
+			                    u64_json(o->done_ms - o->first_sent_ms));
 		if (o->result)
 			json_object_set(j, "result", o->result);
 		char *line = json_dumps(j, JSON_COMPACT);

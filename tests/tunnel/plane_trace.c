@@ -168,7 +168,8 @@ get_env(json_t *o, struct scratch *s, size_t *ret_n, void ***ret, bool exec, cha
 	Kiln__SessionOpen__EnvEntry *se = exec ? NULL : scratch_alloc(s, n * sizeof *se);
 	const char *k;
 	json_t *v;
-	json_object_foreach (e, k, v) {
+	json_object_foreach(e, k, v)
+	{
 		if (!json_is_string(v)) {
 			snprintf(err, errlen, "env.%s must be a string", k);
 			return -EINVAL;
@@ -253,9 +254,9 @@ fill_file_tool(Kiln__ToolCall *tc, const char *tool, json_t *in, struct scratch 
 		kiln__read_input__init(r);
 		tc->tool_case = KILN__TOOL_CALL__TOOL_READ;
 		tc->read = r;
-		return need_str(in, "file_path", &r->file_path, err, errlen) < 0
-		               ? -EINVAL
-		               : get_range(in, s, &r->n_view_range, &r->view_range, err, errlen);
+		if (need_str(in, "file_path", &r->file_path, err, errlen) < 0)
+			return -EINVAL;
+		return get_range(in, s, &r->n_view_range, &r->view_range, err, errlen);
 	}
 	if (!strcmp(tool, "write")) {
 		Kiln__WriteInput *w = scratch_alloc(s, sizeof *w);
@@ -275,34 +276,37 @@ fill_file_tool(Kiln__ToolCall *tc, const char *tool, json_t *in, struct scratch 
 		kiln__edit_input__init(e);
 		tc->tool_case = KILN__TOOL_CALL__TOOL_EDIT;
 		tc->edit = e;
-		return need_str(in, "file_path", &e->file_path, err, errlen) < 0 ||
-		                       need_str(in, "old_string", &e->old_string, err, errlen) < 0 ||
-		                       need_str(in, "new_string", &e->new_string, err, errlen) < 0 ||
-		                       get_bool(in, "replace_all", &e->replace_all, err, errlen) < 0
-		               ? -EINVAL
-		               : 0;
+		if (need_str(in, "file_path", &e->file_path, err, errlen) < 0 ||
+		    need_str(in, "old_string", &e->old_string, err, errlen) < 0 ||
+		    need_str(in, "new_string", &e->new_string, err, errlen) < 0 ||
+		    get_bool(in, "replace_all", &e->replace_all, err, errlen) < 0)
+			return -EINVAL;
+		return 0;
 	}
-	bool glob = !strcmp(tool, "glob");
-	if (!glob && strcmp(tool, "grep")) {
+	char **pattern, **path;
+	if (!strcmp(tool, "glob")) {
+		Kiln__GlobInput *g = scratch_alloc(s, sizeof *g);
+		kiln__glob_input__init(g);
+		tc->tool_case = KILN__TOOL_CALL__TOOL_GLOB;
+		tc->glob = g;
+		pattern = &g->pattern;
+		path = &g->path;
+	} else if (!strcmp(tool, "grep")) {
+		Kiln__GrepInput *g = scratch_alloc(s, sizeof *g);
+		kiln__grep_input__init(g);
+		tc->tool_case = KILN__TOOL_CALL__TOOL_GREP;
+		tc->grep = g;
+		pattern = &g->pattern;
+		path = &g->path;
+	} else {
 		snprintf(err, errlen,
 		         "unknown tool \"%s\" (bash, exec, read, write, edit, glob, grep)", tool);
 		return -EINVAL;
 	}
-	/* GlobInput and GrepInput: {pattern, path}, the same layout. */
-	Kiln__GlobInput *g = scratch_alloc(s, sizeof *g);
-	if (glob)
-		kiln__glob_input__init(g);
-	else
-		kiln__grep_input__init((Kiln__GrepInput *)g);
-	tc->tool_case = glob ? KILN__TOOL_CALL__TOOL_GLOB : KILN__TOOL_CALL__TOOL_GREP;
-	if (glob)
-		tc->glob = g;
-	else
-		tc->grep = (Kiln__GrepInput *)g;
-	return need_str(in, "pattern", &g->pattern, err, errlen) < 0 ||
-	                       opt_str(in, "path", &g->path, err, errlen) < 0
-	               ? -EINVAL
-	               : 0;
+	if (need_str(in, "pattern", pattern, err, errlen) < 0 ||
+	    opt_str(in, "path", path, err, errlen) < 0)
+		return -EINVAL;
+	return 0;
 }
 
 static int
@@ -330,11 +334,11 @@ fill_call(Kiln__ToolCall *tc, const ps_op *op, const char *session, struct scrat
 		kiln__bash_input__init(b);
 		tc->tool_case = KILN__TOOL_CALL__TOOL_BASH;
 		tc->bash = b;
-		return need_str(in, "command", &b->command, err, errlen) < 0 ||
-		                       get_bool(in, "restart", &b->restart, err, errlen) < 0 ||
-		                       get_u32(in, "timeout_ms", &b->timeout_ms, err, errlen) < 0
-		               ? -EINVAL
-		               : 0;
+		if (need_str(in, "command", &b->command, err, errlen) < 0 ||
+		    get_bool(in, "restart", &b->restart, err, errlen) < 0 ||
+		    get_u32(in, "timeout_ms", &b->timeout_ms, err, errlen) < 0)
+			return -EINVAL;
+		return 0;
 	}
 	if (!strcmp(tool, "exec"))
 		return fill_exec(tc, in, s, err, errlen);
@@ -342,8 +346,8 @@ fill_call(Kiln__ToolCall *tc, const ps_op *op, const char *session, struct scrat
 }
 
 int
-ps_request_encode(const ps_op *op, const char *session, uint8_t **ret, size_t *ret_len,
-                  char *err, size_t errlen)
+ps_request_encode(const ps_op *op, const char *session, uint8_t **ret, size_t *ret_len, char *err,
+                  size_t errlen)
 {
 	struct scratch s = {.n = 0};
 	Kiln__ClientRequest cr = KILN__CLIENT_REQUEST__INIT;
@@ -368,6 +372,12 @@ ps_request_encode(const ps_op *op, const char *session, uint8_t **ret, size_t *r
 		cr.call = &tc;
 		r = fill_call(&tc, op, session, &s, err, errlen);
 	}
+	/* A token in the request itself: the gateway must ignore it (it acts as
+	 * the identity's tenant only); traces use it to prove that. */
+	if (r == 0 && get_str(op->spec, "token", (const char **)&cr.token, err, errlen) < 0)
+		r = -EINVAL;
+	if (!cr.token)
+		cr.token = (char *)"";
 	if (r == 0) {
 		Kiln__TunnelRequest tr = KILN__TUNNEL_REQUEST__INIT;
 		tr.plane_id = op->plane_id;
@@ -440,7 +450,8 @@ ps_expect_check(const ps_op *op, char *why, size_t whylen)
 	why[0] = 0;
 	if (!json_is_object(ex) || !op->result)
 		return 0;
-	json_object_foreach (ex, k, v) {
+	json_object_foreach(ex, k, v)
+	{
 		bool ok;
 		if (!strcmp(k, "output_contains")) {
 			const char *out = json_string_value(json_object_get(op->result, "output"));
@@ -454,8 +465,8 @@ ps_expect_check(const ps_op *op, char *why, size_t whylen)
 			char *want = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 			char *got = json_dumps(json_object_get(op->result, k) ?: json_null(),
 			                       JSON_ENCODE_ANY | JSON_COMPACT);
-			snprintf(why, whylen, "trace line %d: expected %s %s, got %.300s", op->line, k,
-			         want ? want : "?", got ? got : "?");
+			snprintf(why, whylen, "trace line %d: expected %s %s, got %.300s", op->line,
+			         k, want ? want : "?", got ? got : "?");
 			free(want);
 			free(got);
 		}
@@ -468,11 +479,11 @@ ps_expect_check(const ps_op *op, char *why, size_t whylen)
 static int
 kind_of(const char *s)
 {
-	return !s                      ? 0
-	       : !strcmp(s, "open")    ? PS_OPEN
-	       : !strcmp(s, "call")    ? PS_CALL
-	       : !strcmp(s, "close")   ? PS_CLOSE
-	                               : 0;
+	return !s                    ? 0
+	       : !strcmp(s, "open")  ? PS_OPEN
+	       : !strcmp(s, "call")  ? PS_CALL
+	       : !strcmp(s, "close") ? PS_CLOSE
+	                             : 0;
 }
 
 /* The index of the open that defines name ($name), or -1. */
@@ -509,8 +520,10 @@ parse_op(ps_trace *t, json_t *j, int line, const char *dflt_identity, char *err,
 	ps_op op = {.line = line, .open_idx = -1, .prev_idx = -1};
 	const char *kind, *ident, *as, *sess;
 	char e[256] = "";
-	if (get_str(j, "op", &kind, e, sizeof e) < 0 || get_str(j, "identity", &ident, e, sizeof e) < 0 ||
-	    get_str(j, "as", &as, e, sizeof e) < 0 || get_str(j, "session", &sess, e, sizeof e) < 0 ||
+	if (get_str(j, "op", &kind, e, sizeof e) < 0 ||
+	    get_str(j, "identity", &ident, e, sizeof e) < 0 ||
+	    get_str(j, "as", &as, e, sizeof e) < 0 ||
+	    get_str(j, "session", &sess, e, sizeof e) < 0 ||
 	    get_u64(j, "at_ms", &op.at_ms, e, sizeof e) < 0)
 		goto bad;
 	if (!(op.kind = kind_of(kind))) {
@@ -520,8 +533,8 @@ parse_op(ps_trace *t, json_t *j, int line, const char *dflt_identity, char *err,
 	if (sess && sess[0] == '$') {
 		op.open_idx = find_open(t, sess + 1);
 		if (op.open_idx < 0) {
-			snprintf(e, sizeof e, "session \"%s\" is not opened (\"as\") on an earlier line",
-			         sess);
+			snprintf(e, sizeof e,
+			         "session \"%s\" is not opened (\"as\") on an earlier line", sess);
 			goto bad;
 		}
 		if (!ident)

@@ -591,6 +591,57 @@ TEST(regex_dialect)
 #undef TR_IS
 }
 
+/* Regression (fuzz_fstools): glibc's regcomp overflowed the worker's stack
+ * on deeply nested or stacked patterns (the node died), took minutes on
+ * nested repetitions, and regexec is exponential with back-references; grep
+ * workers are shared by every tenant. The translator bounds all of them. */
+TEST(regex_bounds)
+{
+	fs_result r = {0};
+	int cf = 0;
+	char *big = malloc(200002), *s;
+	memset(big, '*', 200001);
+	big[0] = 'a';
+	big[200001] = 0;
+	ASSERT(!tr(big, &cf, &r));
+	ASSERT_ERR(r, KILN__CODE__INVALID_ARGUMENT, "longer than 4096 bytes");
+	big[3000] = 0; /* "a*****...": stacked quantifiers */
+	ASSERT(!tr(big, &cf, &r));
+	ASSERT_ERR(r, KILN__CODE__INVALID_ARGUMENT, "a quantifier cannot follow another");
+	ASSERT(!tr("a+?*", &cf, &r));
+	ASSERT(!tr("a+{2}", &cf, &r));
+	memset(big, '(', 2000); /* "(((((...a" */
+	big[2000] = 'a';
+	big[2001] = 0;
+	ASSERT(!tr(big, &cf, &r));
+	ASSERT_ERR(r, KILN__CODE__INVALID_ARGUMENT, "nested too deeply");
+	ASSERT(!tr("(a*){3000}", &cf, &r));
+	ASSERT_ERR(r, KILN__CODE__INVALID_ARGUMENT, "too large once its repetitions");
+	ASSERT(!tr("((a{100}){100}){100}", &cf, &r));
+	ASSERT(!tr("[0-9]++++++++++++++++++++w", &cf, &r));
+	ASSERT(!tr("(.*)(.*)\\2\\1", &cf, &r));
+	ASSERT_ERR(r, KILN__CODE__INVALID_ARGUMENT, "back-references");
+	/* What agents write still passes, lazy marks included. */
+	static const char *const ok[] = {
+	        "^\\s*(pub\\s+)?fn\\s+\\w+",
+	        "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
+	        "x{500}",
+	        "(foo|bar|baz)+?qux",
+	        "a{2,3}?b*?c??",
+	        "((a|b)c)*d",
+	};
+	for (size_t i = 0; i < KL_ARRAY_SIZE(ok); i++) {
+		s = tr(ok[i], &cf, &r);
+		ASSERT(s != NULL);
+		regex_t re;
+		ASSERT_EQ(regcomp(&re, s, cf), 0);
+		regfree(&re);
+		free(s);
+	}
+	fs_result_fini(&r);
+	free(big);
+}
+
 /* ---- read ---- */
 
 TEST(read_files)
