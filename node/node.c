@@ -210,9 +210,9 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 		if ((r = check_limits(n, err, errlen)) < 0) {
 			size_t k = strlen(err);
 			snprintf(err + k, errlen - k,
-				 " (%s could not be enabled below %s: is another process in that "
-				 "cgroup?)",
-				 names, n->cg.path);
+			         " (%s could not be enabled below %s: is another process in that "
+			         "cgroup?)",
+			         names, n->cg.path);
 			goto fail;
 		}
 		KL_LOG(KL_WARN, NODE_COMPONENT, "%s could not be enabled below %s: %s", names,

@@ -122,7 +122,7 @@ typedef struct shell {
 	int wstatus;
 	/* the leaf's cpu.stat usage and memory.events oom_kill at the call's start */
 	uint64_t cpu_before, oom_before;
-	int pending_status; /* -1 none; else the exit status read from the status pipe */
+	int pending_status;         /* -1 none; else the exit status read from the status pipe */
 	int spawn_err, spawn_stage; /* init could not start it (KI_SPAWN_FAILED) */
 	node_op drain_op;
 } shell;
@@ -139,10 +139,10 @@ struct session {
 	tmpl *t;
 	sandbox *sb;
 	enum ss_state state;
-	Kiln__Limits lim; /* effective */
+	Kiln__Limits lim;        /* effective */
 	Kiln__Limits tenant_lim; /* the tenant's aggregate on this node (if set) */
 	bool tenant_lim_set;
-	char **env;       /* "K=V" from open */
+	char **env; /* "K=V" from open */
 	size_t nenv;
 	kl_list link;     /* node->sessions */
 	kl_list waitlink; /* tmpl->waiters while waiting for a cold start */

@@ -264,9 +264,8 @@ session_open(node *n, Kiln__SessionOpen *o, node_reply_fn *fn, void *arg)
 	s->open_fn = fn;
 	s->open_arg = arg;
 	effective_limits(t, o->limits, &s->lim);
-	if (o->tenant_limits &&
-	    (o->tenant_limits->memory_bytes || o->tenant_limits->pids ||
-	     o->tenant_limits->cpu_millicores)) {
+	if (o->tenant_limits && (o->tenant_limits->memory_bytes || o->tenant_limits->pids ||
+	                         o->tenant_limits->cpu_millicores)) {
 		s->tenant_lim = *o->tenant_limits;
 		s->tenant_lim.base.n_unknown_fields = 0; /* o is freed after the open */
 		s->tenant_lim.base.unknown_fields = NULL;

@@ -23,16 +23,16 @@
 
 typedef struct sched_tenant_cfg {
 	char name[64];
-	char token[256];       /* API token (token = ... or token_file = path, trimmed) */
-	uint32_t weight;       /* default 1, 1..1000 */
-	uint32_t max_sessions; /* default 100 */
-	uint32_t max_inflight; /* calls queued+running, default 64 */
-	uint32_t rate;         /* submits per second (token bucket), default 100; 0 = no limit */
-	uint32_t burst;        /* default 2*rate */
-	uint32_t queue_limit;  /* most calls waiting in the scheduler, default 4*max_inflight */
-	Kiln__Limits max;      /* largest per-session limits; 0 fields = no cap */
-	Kiln__Limits defaults; /* for fields a request leaves 0; 0 = the node template's default */
-	Kiln__Limits aggregate;   /* all the tenant's sessions on one node together (0: none) */
+	char token[256];        /* API token (token = ... or token_file = path, trimmed) */
+	uint32_t weight;        /* default 1, 1..1000 */
+	uint32_t max_sessions;  /* default 100 */
+	uint32_t max_inflight;  /* calls queued+running, default 64 */
+	uint32_t rate;          /* submits per second (token bucket), default 100; 0 = no limit */
+	uint32_t burst;         /* default 2*rate */
+	uint32_t queue_limit;   /* most calls waiting in the scheduler, default 4*max_inflight */
+	Kiln__Limits max;       /* largest per-session limits; 0 fields = no cap */
+	Kiln__Limits defaults;  /* for fields a request leaves 0; 0 = the node template's default */
+	Kiln__Limits aggregate; /* all the tenant's sessions on one node together (0: none) */
 } sched_tenant_cfg;
 
 /* A secret kept on the cluster side: sessions reference it by name (an

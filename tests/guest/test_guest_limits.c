@@ -66,7 +66,6 @@ cg_num(const char *rel, const char *file, const char *key)
 	return -1;
 }
 
-
 /* Does the kernel log hold needle? (root in the guest may read it) */
 static int
 kmsg_has(const char *needle)
