@@ -340,11 +340,65 @@ control_cb(void *arg)
 
 /* ---- work slots ---- */
 
+static size_t
+put_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	return n;
+}
+
+/*
+ * The pull with the previous reply spliced in as already-packed bytes: a
+ * nested protobuf message is just (tag, length, bytes), so the reply (which
+ * may carry a megabyte of output) is never unpacked and packed again.
+ * Envelope{version = 1, work_request = 14: WorkRequest{1, 2, 4, done = 3}}.
+ */
+static int
+send_pull(node_member *m, wslot *w, const uint8_t *done, size_t done_len)
+{
+	Kiln__WorkRequest wr = KILN__WORK_REQUEST__INIT;
+	wr.node_id = m->id;
+	wr.incarnation = m->incarnation;
+	wr.want_work = true; /* draining nodes still finish and close what they hold */
+	size_t wl = kiln__work_request__get_packed_size(&wr);
+	size_t dl = done ? 1 + 10 + done_len : 0;
+	uint8_t *buf = kl_xmalloc(32 + wl + dl); /* the head (<= 22 bytes) + the WorkRequest */
+	uint32_t v = m->cfg.protocol_version ? m->cfg.protocol_version : KL_PROTO_VERSION;
+	uint8_t *inner = buf + 32; /* the WorkRequest, built first, moved into place below */
+	size_t il = kiln__work_request__pack(&wr, inner);
+	if (done) {
+		inner[il++] = (3 << 3) | 2;
+		il += put_varint(inner + il, done_len);
+		memcpy(inner + il, done, done_len);
+		il += done_len;
+	}
+	uint8_t head[32];
+	size_t hl = 0;
+	head[hl++] = (1 << 3) | 0;
+	hl += put_varint(head + hl, v);
+	head[hl++] = (14 << 3) | 2;
+	hl += put_varint(head + hl, il);
+	memmove(buf + hl, inner, il);
+	memcpy(buf, head, hl);
+	nng_msg *msg;
+	if (nng_msg_alloc(&msg, 0) || nng_msg_append(msg, buf, hl + il)) {
+		free(buf);
+		return -ENOMEM;
+	}
+	free(buf);
+	nng_aio_set_msg(w->aio, msg);
+	nng_ctx_send(w->ctx, w->aio);
+	return 0;
+}
+
 static void
 slot_pull(wslot *w)
 {
 	node_member *m = w->m;
-	Kiln__NodeReply *done = NULL;
 	pthread_mutex_lock(&m->mu);
 	if (m->phase != PH_RUNNING) {
 		w->state = WS_IDLE; /* restarted by the next registration */
@@ -354,26 +408,15 @@ slot_pull(wslot *w)
 		return;
 	}
 	w->state = WS_SEND;
+	uint8_t *done = w->done;
+	size_t done_len = w->done_len;
+	w->done = NULL;
 	pthread_mutex_unlock(&m->mu);
-	if (w->done) {
-		done = kiln__node_reply__unpack(NULL, w->done_len, w->done);
-		free(w->done);
-		w->done = NULL;
-	}
-	Kiln__WorkRequest wr = KILN__WORK_REQUEST__INIT;
-	wr.node_id = m->id;
-	wr.incarnation = m->incarnation;
-	wr.done = done;
-	wr.want_work = true; /* draining nodes still finish and close what they hold */
-	Kiln__Envelope e = KILN__ENVELOPE__INIT;
-	e.msg_case = KILN__ENVELOPE__MSG_WORK_REQUEST;
-	e.work_request = &wr;
-	if (send_env(m, w->ctx, w->aio, &e) < 0) {
+	if (send_pull(m, w, done, done_len) < 0) {
 		w->state = WS_SLEEP;
 		nng_sleep_aio(500, w->aio);
 	}
-	if (done)
-		kiln__node_reply__free_unpacked(done, NULL);
+	free(done);
 }
 
 static void
