@@ -229,6 +229,23 @@ waiting(tmpl *t)
 	return w;
 }
 
+/* If nothing is being created for them any more, fail the first waiter
+ * (err: why creation failed, if known; the tick retries for the others). */
+static void
+fail_waiter(tmpl *t, int err)
+{
+	if (t->ncreating == 0 && !kl_list_empty(&t->waiters)) {
+		session *s = kl_list_entry(t->waiters.next, session, waitlink);
+		char msg[160];
+		if (err < 0)
+			snprintf(msg, sizeof msg, "sandbox creation failed: %s", strerror(-err));
+		else
+			snprintf(msg, sizeof msg, "sandbox creation failed (see the node's log)");
+		kl_list_del(&s->waitlink);
+		session_reply_opened(s, KILN__CODE__INTERNAL, msg);
+	}
+}
+
 void
 pool_tick(node *n)
 {
@@ -248,8 +265,12 @@ pool_tick(node *n)
 			bool cold = t->ncreating < waiting(t);
 			if (!cold && n->tokens < 1)
 				break;
-			if (sandbox_create(n, t, NULL) < 0) {
+			int r = sandbox_create(n, t, NULL);
+			if (r < 0) {
+				/* Failed at once (EMFILE, say): a waiter must not wait
+				 * for a sandbox nobody is creating. */
 				n->create_failures++;
+				fail_waiter(t, r);
 				break;
 			}
 			if (!cold)
@@ -275,12 +296,6 @@ pool_sandbox_ready(sandbox *sb)
 void
 pool_sandbox_failed(tmpl *t)
 {
-	/* The tick retries; waiters keep waiting until it succeeds or they time out.
-	 * If nothing is being created for them any more, fail the first waiter. */
-	if (t->ncreating == 0 && !kl_list_empty(&t->waiters)) {
-		session *s = kl_list_entry(t->waiters.next, session, waitlink);
-		kl_list_del(&s->waitlink);
-		session_reply_opened(s, KILN__CODE__INTERNAL,
-		                     "sandbox creation failed (see the node's log)");
-	}
+	/* The tick retries; waiters keep waiting until it succeeds. */
+	fail_waiter(t, 0);
 }

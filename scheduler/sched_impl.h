@@ -52,6 +52,8 @@ struct sctx {
 	snode *node;          /* parked for this node */
 	uint64_t request_id;  /* client request being served */
 	nng_msg *out;         /* reply waiting to be sent */
+	size_t unsent;        /* bytes its reply adds to its pipe's unsent total */
+	bool close_pipe;      /* that total passed the limit: close the pipe */
 };
 
 /* ---- nodes ---- */
@@ -168,6 +170,7 @@ struct sched {
 	kl_map client_jobs; /* tenant/client id -> sjob */
 	kl_map removed;     /* node id -> incarnation (uint64_t *) removed by the operator */
 	kl_map lost;        /* node id -> incarnation (uint64_t *) declared lost */
+	kl_map unsent;      /* client pipe id -> bytes of replies not yet sent (sched_net.c) */
 	uint32_t queued, inflight;
 	uint64_t next_job;
 	uint64_t placements, calls_done, node_lost, rejected;

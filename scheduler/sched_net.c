@@ -21,8 +21,30 @@
 #define MIN_RECV        2
 #define MAX_NODE_CTXS   16384
 #define MAX_CLIENT_CTXS 65536
+/* A client that stops reading: each reply nng cannot write yet waits on its
+ * context, message and all. Past this many bytes unsent on one connection
+ * the connection is closed (nng drops what waits for it), like Redis's
+ * client-output-buffer-limit: a live client reads as fast as the network
+ * lets it. A reply counts at least UNSENT_MIN, so a flood of small ones is
+ * bounded too (at most UNSENT_MAX / UNSENT_MIN contexts per connection). */
+#define UNSENT_MAX (64u << 20)
+#define UNSENT_MIN (16u << 10)
 
 static void ctx_cb(void *arg);
+
+/* Add delta to the unsent bytes of c's pipe (with the lock); the new total. */
+static size_t
+unsent_add(sched *s, sctx *c, ssize_t delta)
+{
+	char key[16];
+	snprintf(key, sizeof key, "%u", (unsigned)nng_pipe_id(c->pipe));
+	size_t v = (size_t)(uintptr_t)kl_map_get(&s->unsent, key) + (size_t)delta;
+	if (v)
+		kl_map_put(&s->unsent, key, (void *)(uintptr_t)v);
+	else
+		kl_map_del(&s->unsent, key);
+	return v;
+}
 
 static int
 ctx_new(sched *s, enum sctx_kind kind)
@@ -133,6 +155,9 @@ ctx_cb(void *arg)
 				nng_msg_free(m); /* the peer went away: nothing to do */
 		}
 		pthread_mutex_lock(&s->mu);
+		if (c->unsent)
+			unsent_add(s, c, -(ssize_t)c->unsent);
+		c->unsent = 0;
 		if (s->stopped || r == NNG_ECLOSED) {
 			c->state = SC_DEAD;
 			pthread_mutex_unlock(&s->mu);
@@ -183,6 +208,17 @@ sctx_reply_env(sctx *c, Kiln__Envelope *e)
 	if (c->out)
 		nng_msg_free(c->out);
 	c->out = m;
+	if (c->kind == SC_CLIENT && !c->unsent) {
+		c->unsent = KL_MAX((size_t)len, (size_t)UNSENT_MIN);
+		size_t total = unsent_add(c->s, c, (ssize_t)c->unsent);
+		if (total > UNSENT_MAX && total - c->unsent <= UNSENT_MAX) {
+			KL_LOG(KL_WARN, SCHED_COMPONENT,
+			       "closing client connection %u: %zu bytes of replies unread "
+			       "(limit %u); the outcome of its calls is unknown to it",
+			       (unsigned)nng_pipe_id(c->pipe), total, UNSENT_MAX);
+			c->close_pipe = true;
+		}
+	}
 	kl_list_del(&c->link);
 	c->park = PK_NONE;
 	c->node = NULL;
@@ -238,9 +274,14 @@ sched_flush(sched *s)
 	while ((l = kl_list_pop(&q))) {
 		sctx *c = kl_container_of(l, sctx, link);
 		nng_msg *m = c->out;
+		nng_pipe p = c->pipe;
+		bool close_pipe = c->close_pipe;
 		c->out = NULL;
+		c->close_pipe = false;
 		nng_aio_set_msg(c->aio, m);
 		nng_ctx_send(c->ctx, c->aio);
+		if (close_pipe)
+			nng_pipe_close(p); /* completes every send waiting for it */
 	}
 }
 
@@ -277,6 +318,7 @@ int
 sched_net_start(sched *s, const char *extra_node_url, const char *extra_client_url, char *err,
                 size_t errlen)
 {
+	kl_map_init(&s->unsent);
 	int r = nng_rep0_open(&s->node_sock);
 	if (r == 0)
 		r = nng_rep0_open(&s->client_sock);
@@ -325,4 +367,5 @@ sched_net_stop(sched *s)
 		kl_list_del(&c->all);
 		free(c);
 	}
+	kl_map_fini(&s->unsent);
 }

@@ -216,3 +216,30 @@ kt_median(const long *v, int n)
 	free(c);
 	return m;
 }
+
+bool
+kt_asan_build(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+	return true;
+#else
+	return false;
+#endif
+#else
+	return false;
+#endif
+}
+
+void
+kt_asan_quarantine(int mb)
+{
+	if (!kt_asan_build())
+		return;
+	const char *o = getenv("ASAN_OPTIONS");
+	char buf[2048];
+	snprintf(buf, sizeof buf, "%s%squarantine_size_mb=%d", o ? o : "", o && *o ? ":" : "", mb);
+	setenv("ASAN_OPTIONS", buf, 1);
+}

@@ -49,5 +49,13 @@ bool kt_child_alive(pid_t pid);
 const char *kt_wait_text(int status, char *buf, size_t len);
 /* Median of n longs (sorts a copy). */
 long kt_median(const long *v, int n);
+/* True in the sanitizer build (the daemons are built the same way). */
+bool kt_asan_build(void);
+/* In the sanitizer build, give the daemons this process starts an ASan
+ * quarantine of mb MiB (appended to ASAN_OPTIONS): the default keeps up to
+ * 256 MiB of freed memory, which shows as growth in any memory measurement.
+ * With a few MiB, use-after-free of recent frees is still caught; 0 turns
+ * it off (memory then behaves as the allocator's own). Before any thread. */
+void kt_asan_quarantine(int mb);
 
 #endif
