@@ -61,7 +61,7 @@ typedef enum bench_target_kind {
 	TARGET_DEV,      /* `kiln dev --no-demo`, started by the benchmark (the default) */
 	TARGET_PROCS,    /* kiln-scheduler + N kiln-node processes, started by the benchmark */
 	TARGET_EXTERNAL, /* a scheduler someone else runs */
-	TARGET_TUNNEL,   /* through the egress tunnel: needs the control-plane simulator */
+	TARGET_TUNNEL,   /* dev + kiln-gateway; each run through kiln-plane-sim (bench_tunnel.c) */
 } bench_target_kind;
 
 typedef struct bench_target bench_target;
@@ -98,6 +98,8 @@ struct bench_target {
 	pid_t pids[1 + BENCH_MAX_NODES]; /* [0]: kiln dev or kiln-scheduler; then nodes */
 	int node_pid0;                   /* index of the first node process in pids, or -1 */
 	char dir[256];                   /* temporary directory: config, tokens, logs */
+	pid_t gw_pid;                    /* tunnel: kiln-gateway, or 0 */
+	int plane_port;                  /* tunnel: where kiln-plane-sim listens for it */
 	char desc[256];                  /* one line for the report */
 	bool started;
 };
@@ -115,6 +117,14 @@ const bench_tenant *bench_target_tenant(const bench_target *t, const char *name)
 void bench_children_kill_all(void);
 /* A free TCP port on 127.0.0.1 (bound and released: a small race remains). */
 int bench_free_port(void);
+/* Spawn argv (registered: killed at exit) with stdout and stderr to log
+ * (NULL: inherit), pinned to cpu (-1: not). The pid, or -errno. */
+pid_t bench_spawn(char *const *argv, const char *log, int cpu);
+/* -1 while child p runs; once it exited (reaped here), its exit status, or
+ * 128 + the signal that killed it. */
+int bench_child_exited(pid_t p);
+/* SIGTERM, then SIGKILL after timeout_ms; reaps it. */
+void bench_stop_pid(pid_t p, int timeout_ms);
 /* CPU time (user+system, in seconds) of process pid so far; -1 when it is gone. */
 double bench_proc_cpu_s(pid_t pid);
 
@@ -221,6 +231,8 @@ typedef struct bench_metrics {
 	double sched_cpu_s; /* scheduler (or kiln dev) process CPU in the window; -1: unknown */
 	char proc0[24];     /* what sched_cpu_s measured: "kiln-scheduler" or "kiln dev" */
 	double self_cpu_s;  /* kiln-bench itself (the clients) in the window; -1: unknown */
+	double gw_cpu_s;    /* tunnel: kiln-gateway's CPU in the window; -1: unknown */
+	double sim_cpu_s;   /* tunnel: kiln-plane-sim's (the clients'); -1: unknown */
 	/* machine */
 	double host_busy; /* share of all CPUs busy in the window, 0..1; -1: unknown */
 	double load1;     /* load average at the end */
@@ -302,7 +314,8 @@ typedef struct bench_run {
 	char tenant_names[BENCH_MAX_TENANTS][64];
 	int nodes;
 	bench_metrics *m;
-	bool pass; /* sweep: within the SLO */
+	bool pass;       /* sweep: within the SLO */
+	bool via_tunnel; /* latencies measured by kiln-plane-sim at the plane's side */
 } bench_run;
 
 typedef struct bench_row {
@@ -405,6 +418,12 @@ int bench_phase_fairness(bench_results *R, const bench_opts *o, bench_target *t,
 bench_run *bench_run_add(bench_results *R, const char *name, const char *phase);
 /* Fill run bookkeeping from agents and load. */
 void bench_run_describe(bench_run *r, const bench_agents *ag, const bench_load *L, int nodes);
+
+/* bench_tunnel.c: the tunnel target's gateway (after its kiln dev is up) and
+ * its main run, a trace through kiln-plane-sim. */
+int bench_tunnel_gateway_start(bench_target *t, char *err, size_t errlen);
+int bench_phase_tunnel(bench_results *R, const bench_opts *o, bench_target *t,
+                       const bench_workload *w);
 
 /* bench_baseline.c */
 int bench_phase_baselines(bench_results *R, const bench_opts *o);

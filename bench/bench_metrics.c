@@ -32,6 +32,8 @@ bench_metrics_new(void)
 	m->host_busy = -1;
 	m->sched_cpu_s = -1;
 	m->self_cpu_s = -1;
+	m->gw_cpu_s = -1;
+	m->sim_cpu_s = -1;
 	return m;
 }
 

@@ -90,6 +90,9 @@ print_run(const bench_run *r, FILE *f)
 		snprintf(name, sizeof name, "t:%s", r->tenant_names[i]);
 		lat_row(f, name, &m->tenants[i], &m->tenant[i]);
 	}
+	if (r->via_tunnel)
+		fprintf(f, "  through the tunnel: latencies measured by kiln-plane-sim at the "
+		           "plane's side (tunnel, gateway and cluster included)\n");
 	fprintf(f,
 	        "  latency is from each call's intended send time; wait before the send (agent "
 	        "busy, or sender late) p99 %s; from the actual send p99 %s\n",
@@ -132,6 +135,10 @@ print_run(const bench_run *r, FILE *f)
 		        100 * m->sched_cpu_s / m->window_s);
 	if (m->self_cpu_s >= 0)
 		fprintf(f, "; kiln-bench %.0f%% of one core", 100 * m->self_cpu_s / m->window_s);
+	if (m->gw_cpu_s >= 0)
+		fprintf(f, "; kiln-gateway %.0f%% of one core", 100 * m->gw_cpu_s / m->window_s);
+	if (m->sim_cpu_s >= 0)
+		fprintf(f, "; kiln-plane-sim %.0f%% of one core", 100 * m->sim_cpu_s / m->window_s);
 	fprintf(f, "; load average %.2f at the end\n", m->load1);
 }
 
@@ -387,6 +394,8 @@ run_json(const bench_run *r)
 	        "throughput_per_s", num(tput(r)), "latency_us", lat_json(&m->all), "send_lag_us",
 	        lat_json(&m->lag), "service_us", lat_json(&m->service));
 	json_object_set_new(o, "pass", json_boolean(r->pass));
+	json_object_set_new(o, "measured_by",
+	                    json_string(r->via_tunnel ? "kiln-plane-sim" : "kiln-bench"));
 	json_object_set_new(o, "tools", tools);
 	json_object_set_new(o, "tenants", tenants);
 	json_object_set_new(o, "errors_by_kind", kinds_json(m->kinds, m->nkinds));
@@ -405,6 +414,13 @@ run_json(const bench_run *r)
 	                              m->proc0, "process_cpu_cores",
 	                              num(m->sched_cpu_s >= 0 ? m->sched_cpu_s / m->window_s : NAN),
 	                              "load1", num(m->load1)));
+	if (r->via_tunnel) {
+		json_t *mach = json_object_get(o, "machine");
+		json_object_set_new(mach, "gateway_cpu_cores",
+		                    num(m->gw_cpu_s >= 0 ? m->gw_cpu_s / m->window_s : NAN));
+		json_object_set_new(mach, "plane_sim_cpu_cores",
+		                    num(m->sim_cpu_s >= 0 ? m->sim_cpu_s / m->window_s : NAN));
+	}
 	return o;
 }
 

@@ -4,8 +4,9 @@
  * (scheduler and nodes in one process) on free loopback ports; `procs`
  * writes a scheduler config and tokens into a temporary directory and
  * spawns kiln-scheduler plus N kiln-node processes, optionally pinned to
- * CPUs; `external` uses a scheduler someone else runs; `tunnel` is declared
- * but not available until the control-plane simulator exists. Every child
+ * CPUs; `external` uses a scheduler someone else runs; `tunnel` is the dev
+ * target plus kiln-gateway (bench_tunnel.c), its runs going through
+ * kiln-plane-sim. Every child
  * is registered so that an exit, a failed assertion or Ctrl-C takes it
  * down: children run in their own process group (the terminal's SIGINT
  * reaches only the benchmark, which then stops them in order) and get
@@ -127,6 +128,22 @@ spawn(char *const *argv, const char *log, int cpu)
 	return p;
 }
 
+pid_t
+bench_spawn(char *const *argv, const char *log, int cpu)
+{
+	return spawn(argv, log, cpu);
+}
+
+int
+bench_child_exited(pid_t p)
+{
+	int st;
+	if (waitpid(p, &st, WNOHANG) != p)
+		return -1;
+	child_forget(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 static bool
 alive(pid_t p)
 {
@@ -154,6 +171,12 @@ stop_pid(pid_t p, int timeout_ms)
 	kill(p, SIGKILL);
 	waitpid(p, NULL, 0);
 	child_forget(p);
+}
+
+void
+bench_stop_pid(pid_t p, int timeout_ms)
+{
+	stop_pid(p, timeout_ms);
 }
 
 int
@@ -497,13 +520,30 @@ external_start(bench_target *t, char *err, size_t errlen)
 	return 0;
 }
 
+static void procs_stop(bench_target *t);
+
+/* kiln dev, then kiln-gateway in front of it; kiln-plane-sim comes per run. */
 static int
 tunnel_start(bench_target *t, char *err, size_t errlen)
 {
-	snprintf(err, errlen,
-	         "--target tunnel: not available yet: needs the control-plane simulator (issue 4). "
-	         "Use --target dev (the default), procs or external");
-	return -ENOTSUP;
+	int r = dev_start(t, err, errlen);
+	if (r < 0)
+		return r;
+	if ((r = bench_tunnel_gateway_start(t, err, errlen)) < 0)
+		return r;
+	size_t n = strlen(t->desc);
+	snprintf(t->desc + n, sizeof t->desc - n,
+	         " behind kiln-gateway's TLS 1.3 tunnel to kiln-plane-sim on loopback");
+	return 0;
+}
+
+static void
+tunnel_stop(bench_target *t)
+{
+	if (t->gw_pid > 0)
+		stop_pid(t->gw_pid, 15000);
+	t->gw_pid = 0;
+	procs_stop(t);
 }
 
 static void
@@ -528,7 +568,7 @@ no_stop(bench_target *t)
 static const bench_target_ops dev_ops = {"dev", dev_start, procs_stop};
 static const bench_target_ops procs_ops = {"procs", procs_start, procs_stop};
 static const bench_target_ops external_ops = {"external", external_start, no_stop};
-static const bench_target_ops tunnel_ops = {"tunnel", tunnel_start, no_stop};
+static const bench_target_ops tunnel_ops = {"tunnel", tunnel_start, tunnel_stop};
 
 void
 bench_target_init(bench_target *t, bench_target_kind kind, const char *bindir)

@@ -57,9 +57,14 @@ usage(FILE *f)
 	        "                        kiln-bench) on free loopback ports; procs: spawn\n"
 	        "                        kiln-scheduler + N kiln-node processes (config and\n"
 	        "                        tokens in a temporary directory); external: a running\n"
-	        "                        scheduler (--scheduler); tunnel: through the egress\n"
-	        "                        tunnel (not available yet: needs the control-plane\n"
-	        "                        simulator)\n"
+	        "                        scheduler (--scheduler); tunnel: a kiln dev behind\n"
+	        "                        kiln-gateway, driven through the egress tunnel by\n"
+	        "                        kiln-plane-sim (the remote control plane) replaying\n"
+	        "                        the workload as a trace: latencies are then measured\n"
+	        "                        by the simulator at the plane's side (what a remote\n"
+	        "                        agent platform sees, tunnel included); main run only\n"
+	        "                        (open loop or --replay); certificates from\n"
+	        "                        scripts/tunnel-certs (KILN_TUNNEL_CERTS overrides)\n"
 	        "  --nodes N             nodes of the target: threads of kiln dev, or node\n"
 	        "                        processes for procs (default 1)\n"
 	        "  --nodes-procs N       shorthand for --target procs --nodes N\n"
@@ -568,6 +573,11 @@ parse(int argc, char **argv, bench_opts *o, const char **check)
 		fprintf(stderr, "kiln-bench: --closed and --replay exclude each other\n");
 		return -1;
 	}
+	if (o->target == TARGET_TUNNEL && (o->closed || o->sweep || o->fairness)) {
+		fprintf(stderr, "kiln-bench: --target tunnel runs the main run only, open loop or "
+		                "--replay (no --closed, --sweep or --fairness)\n");
+		return -1;
+	}
 	if (o->target == TARGET_EXTERNAL && !o->scheduler_url) {
 		fprintf(stderr, "kiln-bench: --target external needs --scheduler URL\n");
 		return -1;
@@ -628,7 +638,13 @@ run_phases(bench_results *R, const bench_opts *o, const bench_workload *w)
 		if ((r = start_main_target(&t, o)) < 0)
 			return r;
 		snprintf(R->target_desc, sizeof R->target_desc, "%s", t.desc);
-		if (o->main_run && (r = bench_phase_main(R, o, &t, w)) < 0)
+		if (o->main_run && o->target == TARGET_TUNNEL)
+			r = bench_phase_tunnel(R, o, &t, w);
+		else if (o->main_run)
+			r = bench_phase_main(R, o, &t, w);
+		else
+			r = 0;
+		if (r < 0)
 			rc = r;
 		if (o->sweep && !bench_interrupted && (r = bench_phase_sweep(R, o, &t, w)) < 0)
 			rc = r;

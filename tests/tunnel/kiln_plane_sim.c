@@ -40,6 +40,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -121,9 +122,21 @@ typedef struct sim {
 	size_t nacks, acks_cap;
 	bool dirty, summary_dirty;
 	uint64_t summary_at;
+	bool start_on_connect; /* the run's clock starts at the first RESUME */
+	bool clock_set;
+	uint64_t next_due_us; /* wall clock of the next op not due yet, 0: none */
 } sim;
 
 static volatile sig_atomic_t stop_sig;
+
+/* Wall-clock microseconds: the run's times must survive a restart. */
+static uint64_t
+ps_wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000;
+}
 
 static void
 on_signal(int sig)
@@ -252,9 +265,12 @@ on_result(sim *s, const Kiln__TunnelReply *tr)
 		return;
 	}
 	s->c.results++;
-	o->done_ms = kl_wall_ms();
-	if (!o->first_sent_ms)
+	o->done_us = ps_wall_us();
+	o->done_ms = o->done_us / 1000;
+	if (!o->first_sent_ms) {
 		o->first_sent_ms = o->done_ms;
+		o->first_sent_us = o->done_us;
+	}
 	kl_strlcpy(o->digest, digest, sizeof o->digest);
 	finish_op(s, o,
 	          tr->reply ? ps_reply_json(tr->reply)
@@ -361,8 +377,10 @@ send_op(sim *s, ps_op *o, const char *session)
 	o->sends++;
 	o->state = PS_SENT;
 	o->sid = ws->sid;
-	if (!o->first_sent_ms)
-		o->first_sent_ms = kl_wall_ms();
+	if (!o->first_sent_ms) {
+		o->first_sent_us = ps_wall_us();
+		o->first_sent_ms = o->first_sent_us / 1000;
+	}
 	s->c.sent++;
 	s->inflight++;
 	mark(s);
@@ -400,20 +418,28 @@ session_of(sim *s, ps_op *o, bool *wait)
 }
 
 /* Send every op that may go now: its time has come, its session is open, the
- * op before it on the session is done, and the in-flight bound allows. */
+ * op before it on the session is done, and the in-flight bound allows. Notes
+ * when the next op not due yet will be (the loop wakes up for it). */
 static void
 schedule(sim *s)
 {
+	s->next_due_us = 0;
 	if (!s->mux || !s->ready)
 		return;
-	uint64_t now = kl_wall_ms() - s->run.started_ms;
+	uint64_t now_us = ps_wall_us() - s->run.started_us;
 	while (s->first_open < s->trace.nops && s->trace.ops[s->first_open].state == PS_DONE)
 		s->first_open++;
 	for (int i = s->first_open; i < s->trace.nops && s->inflight < s->max_inflight; i++) {
 		ps_op *o = &s->trace.ops[i];
 		bool wait;
-		if (o->state != PS_WAIT || o->at_ms > now)
+		if (o->state != PS_WAIT)
 			continue;
+		if (o->at_ms * 1000 > now_us) {
+			uint64_t due = s->run.started_us + o->at_ms * 1000;
+			if (!s->next_due_us || due < s->next_due_us)
+				s->next_due_us = due;
+			continue;
+		}
 		if (o->prev_idx >= 0 && s->trace.ops[o->prev_idx].state != PS_DONE)
 			continue;
 		const char *sess = session_of(s, o, &wait);
@@ -484,6 +510,11 @@ on_resume(sim *s, const Kiln__TunnelResume *rs)
 		json_object_set_new(r, "unacked_ids", ids_json(rs->unacked, rs->n_unacked));
 	}
 	json_array_append_new(s->run.resumes, r);
+	if (!s->clock_set) { /* --start-on-connect: at_ms counts from now */
+		s->run.started_us = ps_wall_us();
+		s->run.started_ms = s->run.started_us / 1000;
+		s->clock_set = true;
+	}
 	KL_LOG(KL_INFO, PS, "resume: epoch=%llu in_flight=%zu unacked=%zu resend=%zu",
 	       (unsigned long long)rs->epoch, rs->n_in_flight, rs->n_unacked, resend);
 	s->ready = true;
@@ -873,6 +904,10 @@ accept_gateway(sim *s)
 	}
 	if (s->mux)
 		disconnect(s, "replaced by a new connection", false);
+	/* Small frames (requests, ACKs) must not wait for Nagle behind an unacked
+	 * one: the gateway's delayed ACK would hold them up to 40 ms. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	struct gw_mux_config mc = {
 	        .role = GW_ROLE_PLANE, .ping_interval_ms = s->ping_ms, .ops = &ops, .arg = s};
 	if (gw_mux_new(&mc, &s->mux) < 0) {
@@ -1065,6 +1100,8 @@ usage(FILE *f)
 	        "  --max-inflight N     requests outstanding at once (256)\n"
 	        "  --ping-ms N          PING interval (15000)\n"
 	        "  --exit-when-done     exit once every operation has its result (acked)\n"
+	        "  --start-on-connect   a new run's clock (at_ms) starts at the gateway's first\n"
+	        "                       RESUME instead of at the simulator's start\n"
 	        "  --log LEVEL          error, warn, info (default), debug\n"
 	        "\n"
 	        "Exit status: 0; 1 if duplicates were detected or expectations failed; 2 usage.\n");
@@ -1073,13 +1110,25 @@ usage(FILE *f)
 static int
 parse_args(sim *s, int argc, char **argv)
 {
-	static const struct option lo[] = {
-	        {"listen", 1, 0, 'l'},       {"cert", 1, 0, 'c'},    {"key", 1, 0, 'k'},
-	        {"client-ca", 1, 0, 'a'},    {"trace", 1, 0, 't'},   {"identity", 1, 0, 'i'},
-	        {"route", 1, 0, 'r'},        {"state", 1, 0, 's'},   {"summary", 1, 0, 'S'},
-	        {"results", 1, 0, 'R'},      {"ack", 0, 0, 'A'},     {"no-ack", 0, 0, 'N'},
-	        {"max-inflight", 1, 0, 'm'}, {"ping-ms", 1, 0, 'p'}, {"exit-when-done", 0, 0, 'x'},
-	        {"log", 1, 0, 'v'},          {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+	static const struct option lo[] = {{"start-on-connect", 0, 0, 'o'},
+	                                   {"listen", 1, 0, 'l'},
+	                                   {"cert", 1, 0, 'c'},
+	                                   {"key", 1, 0, 'k'},
+	                                   {"client-ca", 1, 0, 'a'},
+	                                   {"trace", 1, 0, 't'},
+	                                   {"identity", 1, 0, 'i'},
+	                                   {"route", 1, 0, 'r'},
+	                                   {"state", 1, 0, 's'},
+	                                   {"summary", 1, 0, 'S'},
+	                                   {"results", 1, 0, 'R'},
+	                                   {"ack", 0, 0, 'A'},
+	                                   {"no-ack", 0, 0, 'N'},
+	                                   {"max-inflight", 1, 0, 'm'},
+	                                   {"ping-ms", 1, 0, 'p'},
+	                                   {"exit-when-done", 0, 0, 'x'},
+	                                   {"log", 1, 0, 'v'},
+	                                   {"help", 0, 0, 'h'},
+	                                   {0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
@@ -1129,6 +1178,9 @@ parse_args(sim *s, int argc, char **argv)
 		case 'x':
 			s->exit_when_done = true;
 			break;
+		case 'o':
+			s->start_on_connect = true;
+			break;
 		case 'v':
 			if (kl_log_set_level(optarg) < 0) {
 				fprintf(stderr,
@@ -1174,8 +1226,10 @@ load_work(sim *s, char *err, size_t errlen)
 	if (r == 1) {
 		if (getrandom(&s->run.nonce, sizeof s->run.nonce, 0) != sizeof s->run.nonce)
 			s->run.nonce = kl_now_ns();
-		s->run.started_ms = kl_wall_ms();
+		s->run.started_us = ps_wall_us();
+		s->run.started_ms = s->run.started_us / 1000;
 	}
+	s->clock_set = r != 1 || !s->start_on_connect;
 	for (int i = 0; i < s->trace.nops; i++) {
 		ps_op *o = &s->trace.ops[i];
 		char key[24];
@@ -1225,7 +1279,7 @@ loop_once(sim *s)
 	struct pollfd pf[2 + MAX_ROUTES + MAX_RELAYS];
 	mstream *rel[MAX_RELAYS];
 	int n = 0, conn = -1, rel0;
-	int timeout = 200;
+	uint64_t timeout = 200000; /* us */
 	pf[n++] = (struct pollfd){s->lfd, POLLIN, 0};
 	for (int i = 0; i < s->nroutes; i++)
 		pf[n++] = (struct pollfd){s->routes[i].lfd, POLLIN, 0};
@@ -1235,10 +1289,14 @@ loop_once(sim *s)
 			disconnect(s, "the gateway stopped answering pings", false);
 			return;
 		}
-		timeout = (int)KL_MIN(tk, timeout);
+		timeout = KL_MIN((uint64_t)tk * 1000, timeout);
 		conn = n;
 		pf[n++] = (struct pollfd){
 		        s->fd, (short)(s->want | (gw_mux_want_output(s->mux) ? POLLOUT : 0)), 0};
+	}
+	if (s->next_due_us) { /* wake up when the next op comes due, to the microsecond */
+		uint64_t now = ps_wall_us();
+		timeout = KL_MIN(timeout, s->next_due_us > now ? s->next_due_us - now : 0);
 	}
 	rel0 = n;
 	kl_list *p;
@@ -1247,7 +1305,8 @@ loop_once(sim *s)
 		rel[n - rel0] = m;
 		pf[n++] = (struct pollfd){m->relay.fd, gw_relay_events(&m->relay), 0};
 	}
-	poll(pf, (nfds_t)n, timeout);
+	struct timespec ts = {(time_t)(timeout / 1000000), (long)(timeout % 1000000) * 1000};
+	ppoll(pf, (nfds_t)n, &ts, NULL);
 	gw_mux *before = s->mux;
 	if (pf[0].revents & POLLIN)
 		accept_gateway(s);

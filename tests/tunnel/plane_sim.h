@@ -45,8 +45,10 @@ typedef struct ps_op {
 	unsigned results;       /* results received for it (redeliveries included) */
 	uint64_t first_sent_ms; /* wall clock */
 	uint64_t done_ms;       /* wall clock; 0 for local errors */
-	json_t *result;         /* final outcome, {"code": ...} */
-	char digest[65];        /* SHA-256 of the ClientReply bytes */
+	uint64_t first_sent_us; /* the same two in microseconds (latency records) */
+	uint64_t done_us;
+	json_t *result;  /* final outcome, {"code": ...} */
+	char digest[65]; /* SHA-256 of the ClientReply bytes */
 	/* this connection only */
 	uint32_t sid;
 	bool at_gw;   /* the last RESUME listed it */
@@ -97,7 +99,8 @@ typedef struct ps_run {
 	ps_trace *trace;
 	ps_counters *c;
 	uint64_t nonce;      /* plane_id = nonce << 24 | index + 1 */
-	uint64_t started_ms; /* wall clock of the first start */
+	uint64_t started_ms; /* wall clock of the first start (or first RESUME) */
+	uint64_t started_us; /* the same in microseconds: at_ms counts from here */
 	json_t *resumes;     /* array of RESUME records */
 	char token[65];      /* the last session token seen (hex) */
 } ps_run;

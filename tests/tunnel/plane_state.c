@@ -90,6 +90,8 @@ op_state_json(const ps_op *o, int i)
 	json_object_set_new(j, "results", json_integer(o->results));
 	json_object_set_new(j, "first_sent_ms", u64_json(o->first_sent_ms));
 	json_object_set_new(j, "done_ms", u64_json(o->done_ms));
+	json_object_set_new(j, "first_sent_us", u64_json(o->first_sent_us));
+	json_object_set_new(j, "done_us", u64_json(o->done_us));
 	if (o->digest[0])
 		json_object_set_new(j, "digest", json_string(o->digest));
 	if (o->result)
@@ -109,6 +111,7 @@ ps_state_save(const char *path, const ps_run *run)
 	json_object_set_new(s, "nops", json_integer(run->trace->nops));
 	json_object_set_new(s, "nonce", json_string(nonce));
 	json_object_set_new(s, "started_ms", u64_json(run->started_ms));
+	json_object_set_new(s, "started_us", u64_json(run->started_us));
 	json_object_set_new(s, "token", json_string(run->token));
 #define PUT(n) json_object_set_new(c, #n, u64_json(run->c->n))
 	COUNTERS(PUT)
@@ -142,6 +145,9 @@ load_op(ps_run *run, json_t *j, char *err, size_t errlen)
 	o->results = (unsigned)json_u64(j, "results");
 	o->first_sent_ms = json_u64(j, "first_sent_ms");
 	o->done_ms = json_u64(j, "done_ms");
+	/* State files from before the microsecond fields: the ms ones, scaled. */
+	o->first_sent_us = json_u64(j, "first_sent_us") ?: o->first_sent_ms * 1000;
+	o->done_us = json_u64(j, "done_us") ?: o->done_ms * 1000;
 	kl_strlcpy(o->digest, json_string_value(json_object_get(j, "digest")) ?: "",
 	           sizeof o->digest);
 	json_t *res = json_object_get(j, "result");
@@ -190,6 +196,7 @@ ps_state_load(const char *path, ps_run *run, char *err, size_t errlen)
 		goto out;
 	run->nonce = strtoull(json_string_value(json_object_get(s, "nonce")) ?: "0", NULL, 16);
 	run->started_ms = json_u64(s, "started_ms");
+	run->started_us = json_u64(s, "started_us") ?: run->started_ms * 1000;
 	kl_strlcpy(run->token, json_string_value(json_object_get(s, "token")) ?: "",
 	           sizeof run->token);
 	json_t *c = json_object_get(s, "counters");
@@ -306,6 +313,13 @@ ps_results_write(const char *path, const ps_run *run)
 		if (o->done_ms && o->first_sent_ms && o->done_ms >= o->first_sent_ms)
 			json_object_set_new(j, "latency_ms",
 			                    u64_json(o->done_ms - o->first_sent_ms));
+		/* Latency records for benchmarks (wall-clock microseconds): when the op
+		 * was due (the run's start + at_ms), first sent, and answered. */
+		json_object_set_new(j, "due_us", u64_json(run->started_us + o->at_ms * 1000));
+		if (o->first_sent_us)
+			json_object_set_new(j, "sent_us", u64_json(o->first_sent_us));
+		if (o->done_us)
+			json_object_set_new(j, "done_us", u64_json(o->done_us));
 		if (o->result)
 			json_object_set(j, "result", o->result);
 		char *line = json_dumps(j, JSON_COMPACT);
