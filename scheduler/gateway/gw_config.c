@@ -110,6 +110,13 @@ gateway_key(struct parse *p, const char *k, const char *v)
 	STR("join_token", join_token)
 	PATH("audit_log", audit_log)
 	STR("audit_fsync", audit_fsync)
+	PATH("journal", journal)
+	if (!strcmp(k, "journal_fsync")) {
+		if (strcmp(v, "none") && strcmp(v, "every"))
+			return perr(p, "journal_fsync: '%s': expected none or every", v);
+		c->journal_fsync = !strcmp(v, "every");
+		return 1;
+	}
 	if (!strcmp(k, "join_token_file"))
 		return read_secret(p, v, c->join_token, sizeof c->join_token);
 	if (!strcmp(k, "max_results")) {

@@ -49,6 +49,8 @@ typedef struct gw_config {
 	char join_token[256];    /* authenticates node proxies */
 	char audit_log[4096];
 	char audit_fsync[64]; /* none | every | interval:MS */
+	char journal[4096];   /* the gateway's journal ("": none; gw_journal.h) */
+	bool journal_fsync;   /* fdatasync each ACCEPT and RESULT */
 	uint32_t max_results; /* unacknowledged results kept */
 	uint32_t ping_interval_ms;
 	uint32_t backoff_min_ms, backoff_max_ms;

@@ -15,6 +15,7 @@
  */
 #include "gw_tunnel.h"
 
+#include "gw_journal.h"
 #include "gw_mux.h"
 #include "gw_relay.h"
 #include "gw_tls.h"
@@ -114,6 +115,7 @@ struct gw_tunnel {
 	bool wstop;
 	pthread_mutex_t smu;
 	gw_tunnel_stats st;
+	gw_journal *journal; /* NULL: no journal configured */
 };
 
 /* ---- replies ---- */
@@ -194,6 +196,11 @@ job_done(gw_tunnel *t, gw_job *j, uint8_t *env, size_t len)
 	free(env);
 	j->state = J_DONE;
 	j->sent = 0;
+	if (t->journal && gw_journal_result(t->journal, j->plane_id, j->reply, j->reply_len) < 0)
+		KL_LOG(KL_ERROR, TN,
+		       "plane_id=%llu: its result is not in the journal: a gateway crash before "
+		       "the plane acknowledges it would lose it",
+		       (unsigned long long)j->plane_id);
 	pthread_mutex_lock(&t->smu);
 	t->st.running--;
 	t->st.unacked++;
@@ -343,6 +350,11 @@ handle_request(gw_tunnel *t, wstream *ws, Kiln__TunnelRequest *tr)
 	}
 	j = job_new(t, tr->plane_id, ws->sid);
 	ws->job = j;
+	/* Journal it before it can run: after a crash the gateway must know it may have. */
+	if (t->journal && gw_journal_accept(t->journal, j->plane_id) < 0)
+		return answer_now(t, j, KILN__CODE__UNAVAILABLE,
+		                  "the gateway cannot write its journal (see its log); not run",
+		                  1000);
 	if (!tr->request || tr->request->op_case == KILN__CLIENT_REQUEST__OP__NOT_SET)
 		return answer_now(t, j, KILN__CODE__INVALID_ARGUMENT,
 		                  "the request names no operation", 0);
@@ -430,6 +442,80 @@ work_readable(gw_tunnel *t, wstream *ws)
 		gw_mux_reset(t->mux, ws->sid, GW_E_PROTOCOL, "malformed message");
 }
 
+/* ---- journal ---- */
+
+/* Rewrite the journal with what is live now (after many acknowledgements). */
+static void
+journal_rewrite(gw_tunnel *t)
+{
+	size_t n = 0, i;
+	gw_journal_entry *ents = kl_xcalloc(kl_map_size(&t->jobs) + 1, sizeof *ents);
+	for (kl_map_ent *e = kl_map_first(&t->jobs, &i); e; e = kl_map_next(&t->jobs, &i, e)) {
+		gw_job *j = e->val;
+		ents[n++] = (gw_journal_entry){j->plane_id, j->state == J_DONE ? j->reply : NULL,
+		                               j->state == J_DONE ? j->reply_len : 0};
+	}
+	gw_journal_rewrite(t->journal, t->token, t->epoch, ents, n);
+	free(ents);
+}
+
+/* gw_journal_open's callback: a call the previous gateway process had. */
+static void
+journal_entry(void *arg, uint64_t plane_id, uint8_t *reply, size_t reply_len)
+{
+	gw_tunnel *t = arg;
+	gw_job *j = job_new(t, plane_id, 0);
+	if (reply) { /* finished: its result is kept until the plane acknowledges it */
+		j->reply = reply;
+		j->reply_len = reply_len;
+		j->state = J_DONE;
+		j->redeliver = true;
+		t->st.running--;
+		t->st.unacked++;
+	}
+}
+
+/* Open the journal: carry over the session and every call it holds. Calls
+ * that were running when the previous process died are answered NODE_LOST:
+ * whether they ran is unknown, and they are never submitted again. */
+static int
+journal_open(gw_tunnel *t, char *err, size_t errlen)
+{
+	bool had;
+	int r = gw_journal_open(t->cfg->journal, t->cfg->journal_fsync, t->token, &t->epoch, &had,
+	                        journal_entry, t, &t->journal, err, errlen);
+	if (r < 0)
+		return r;
+	if (!had && (r = gw_journal_session(t->journal, t->token, 0)) < 0) {
+		snprintf(err, errlen, "journal %s: %s", t->cfg->journal, strerror(-r));
+		return r;
+	}
+	size_t i, lost = 0, kept = 0;
+	for (kl_map_ent *e = kl_map_first(&t->jobs, &i); e; e = kl_map_next(&t->jobs, &i, e)) {
+		gw_job *j = e->val;
+		if (j->state == J_DONE) {
+			kept++;
+			continue;
+		}
+		lost++;
+		size_t len;
+		uint8_t *env =
+		        error_reply(j->plane_id, KILN__CODE__NODE_LOST,
+		                    "the gateway restarted while this call was in flight: "
+		                    "its outcome is unknown (it may have run); it is not run "
+		                    "again",
+		                    0, &len);
+		job_done(t, j, env, len);
+		j->redeliver = true;
+	}
+	if (lost || kept)
+		KL_LOG(KL_WARN, TN,
+		       "journal: %zu results kept from before the restart; %zu calls that were "
+		       "running are answered NODE_LOST (outcome unknown)",
+		       kept, lost);
+	return 0;
+}
+
 /* ---- CONTROL ---- */
 
 static void
@@ -441,12 +527,16 @@ on_ack(gw_tunnel *t, const Kiln__TunnelAck *a)
 		gw_job *j = kl_map_get(&t->jobs, key);
 		if (!j || j->state != J_DONE)
 			continue;
+		if (t->journal)
+			gw_journal_ack(t->journal, j->plane_id);
 		job_free(t, j);
 		pthread_mutex_lock(&t->smu);
 		t->st.acked++;
 		t->st.unacked--;
 		pthread_mutex_unlock(&t->smu);
 	}
+	if (t->journal && gw_journal_wants_rewrite(t->journal))
+		journal_rewrite(t);
 }
 
 static void
@@ -854,6 +944,8 @@ dial(gw_tunnel *t)
 		schedule_redial(t);
 		return r;
 	}
+	if (t->journal)
+		gw_journal_session(t->journal, t->token, t->epoch);
 	t->connected_at = kl_now_ms();
 	t->want = POLLIN;
 	KL_LOG(KL_INFO, TN, "tunnel up to %s:%u (TLS 1.3, client certificate)", t->cfg->plane_host,
@@ -1049,6 +1141,14 @@ gw_tunnel_new(const gw_config *cfg, kl_audit *audit, gw_tunnel **ret, char *err,
 	t->backoff_ms = cfg->backoff_min_ms;
 	for (int i = 0; i < NWORKERS; i++)
 		pthread_create(&t->workers[i], NULL, worker_main, t);
+	if (cfg->journal[0] && journal_open(t, err, errlen) < 0) {
+		gw_tunnel_free(t);
+		return -EIO;
+	}
+	if (!cfg->journal[0])
+		KL_LOG(KL_WARN, TN,
+		       "no journal configured: if this gateway dies, the plane cannot learn what "
+		       "it had accepted (set journal = PATH in [gateway])");
 	*ret = t;
 	return 0;
 }
@@ -1109,6 +1209,7 @@ gw_tunnel_free(gw_tunnel *t)
 	kl_map_fini(&t->jobs);
 	kl_map_fini(&t->clients);
 	kl_mbox_fini(&t->mbox);
+	gw_journal_close(t->journal);
 	SSL_CTX_free(t->ctx);
 	free(t);
 }

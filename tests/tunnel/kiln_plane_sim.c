@@ -105,6 +105,7 @@ typedef struct sim {
 	short want;
 	gw_mux *mux;
 	bool ready;   /* its RESUME arrived: work may be sent */
+	bool resumed; /* its HELLO resumed the session we knew */
 	bool closing; /* the connection is being torn down: stream ends are not refusals */
 	uint32_t ctl_sid;
 	uint8_t *ctlin, *ctlout;
@@ -474,13 +475,24 @@ mark_listed(sim *s, const uint64_t *ids, size_t n)
 	}
 }
 
-/* RESUME: what the gateway has. Requests we sent that it does not list never
- * reached it (or were lost with it): they go again, with the same plane id. */
+/* RESUME: what the gateway has. In a resumed session, requests we sent that
+ * it does not list never reached it: they go again, with the same plane id
+ * (a gateway with a journal resumes its session after a crash too, and lists
+ * what it had). A new session means a gateway that lost its state: whether
+ * what we had sent ran is unknown, so it is not sent again (NODE_LOST). */
 static void
 on_resume(sim *s, const Kiln__TunnelResume *rs)
 {
-	for (int i = 0; i < s->trace.nops; i++)
-		s->trace.ops[i].at_gw = false;
+	for (int i = 0; i < s->trace.nops; i++) {
+		ps_op *o = &s->trace.ops[i];
+		o->at_gw = false;
+		if (!s->resumed && o->state == PS_SENT) {
+			s->c.gateway_lost++;
+			local_fail(s, o, "NODE_LOST",
+			           "the gateway came back as a new session (it lost its state): "
+			           "outcome unknown; not sent again");
+		}
+	}
 	mark_listed(s, rs->in_flight, rs->n_in_flight);
 	mark_listed(s, rs->unacked, rs->n_unacked);
 	for (size_t i = 0; i < rs->n_unacked; i++) {
@@ -720,6 +732,7 @@ on_hello(gw_mux *m, const struct gw_hello *peer, void *arg)
 	        (peer->flags & GW_HELLO_F_RESUME) && s->run.token[0] && !strcmp(tok, s->run.token);
 	/* The gateway keeps its token across reconnects: the session is the token. */
 	gw_mux_set_session(m, peer->token, peer->token_len, peer->epoch, resumed);
+	s->resumed = resumed;
 	KL_LOG(KL_INFO, PS, "gateway hello: epoch=%llu resume=%s (session %s)",
 	       (unsigned long long)peer->epoch, peer->flags & GW_HELLO_F_RESUME ? "asked" : "no",
 	       resumed ? "resumed" : "new");

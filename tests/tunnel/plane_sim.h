@@ -60,6 +60,7 @@ typedef struct ps_counters {
 	uint64_t sent, resent, results, redelivered, repeat_results, duplicates, foreign;
 	uint64_t acks, expect_failed, connections, tls_refused, mcp_conns, mcp_refused;
 	uint64_t mcp_up, mcp_down;
+	uint64_t gateway_lost; /* sent to a gateway that came back as a new session */
 } ps_counters;
 
 typedef struct ps_trace {

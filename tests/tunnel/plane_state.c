@@ -41,7 +41,8 @@ static const char *const kind_names[] = {"", "open", "call", "close"};
 	X(mcp_conns);      \
 	X(mcp_refused);    \
 	X(mcp_up);         \
-	X(mcp_down);
+	X(mcp_down);       \
+	X(gateway_lost);
 
 static json_t *
 u64_json(uint64_t v)
@@ -265,6 +266,7 @@ ps_summary(const ps_run *run)
 	json_object_set_new(s, "complete", json_boolean(done == run->trace->nops));
 	json_object_set_new(s, "sent", u64_json(run->c->sent));
 	json_object_set_new(s, "resent", u64_json(run->c->resent));
+	json_object_set_new(s, "gateway_lost", u64_json(run->c->gateway_lost));
 	json_object_set_new(s, "max_sends", json_integer(max_sends));
 	json_object_set_new(s, "results", u64_json(run->c->results));
 	json_object_set_new(s, "redelivered", u64_json(run->c->redelivered));

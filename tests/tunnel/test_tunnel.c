@@ -942,6 +942,143 @@ TEST(sim_dedupe)
 	free(log);
 }
 
+/* ---- gateway_kill ---- */
+
+/* Session a sleeps through the kill; b's quick call is finished but not
+ * acknowledged (--no-ack) when the gateway dies; the rest is due after the
+ * restart. */
+static const char gwkill_trace[] =
+        "{\"op\":\"open\",\"as\":\"a\"}\n"
+        "{\"op\":\"open\",\"as\":\"b\"}\n"
+        "{\"op\":\"call\",\"session\":\"$a\",\"tool\":\"bash\",\"input\":{\"command\":\"sleep 6; "
+        "echo a-slept\"}}\n"
+        "{\"op\":\"call\",\"session\":\"$b\",\"tool\":\"bash\",\"input\":{\"command\":\"echo "
+        "b-quick\"},\"expect\":{\"output\":\"b-quick\\n\"}}\n"
+        "{\"at_ms\":12000,\"op\":\"call\",\"session\":\"$b\",\"tool\":\"bash\",\"input\":{"
+        "\"command\":\"echo b-after\"},\"expect\":{\"output\":\"b-after\\n\"}}\n"
+        "{\"at_ms\":12000,\"op\":\"close\",\"session\":\"$a\",\"expect\":{\"code\":\"OK\"}}\n"
+        "{\"at_ms\":12000,\"op\":\"close\",\"session\":\"$b\",\"expect\":{\"code\":\"OK\"}}\n";
+#define GWKILL_OPS   7
+#define GWKILL_SLEEP 2 /* in flight at the kill */
+#define GWKILL_QUICK 3 /* finished, unacknowledged at the kill */
+#define GWKILL_AFTER 4
+
+/* A copy of the non-main gateway config with extra [gateway] lines. */
+static void
+gw_config_extra(const char *path, uint16_t port, const char *extra)
+{
+	gw_config(path, port, "plane-ca.crt", "gw.crt", "gw.key", "plane.test", false);
+	char *text = slurp(path), *id = strstr(text, "[identity ");
+	ASSERT(id != NULL);
+	FILE *f = fopen(path, "w");
+	ASSERT(f != NULL);
+	fprintf(f, "%.*s%s\n%s", (int)(id - text), text, extra, id);
+	fclose(f);
+	free(text);
+}
+
+/* kill -9 of the gateway mid-run, with its journal (journal = 1) or without.
+ * Returns the simulator's summary; *results gets its results. */
+static json_t *
+gateway_kill_run(const char *name, bool journal, json_t **results)
+{
+	uint16_t port = free_port();
+	char *cfg = kl_xasprintf("%s/gw-%s.ini", T.c.dir, name);
+	char *gwlog = kl_xasprintf("%s/gw-%s.log", T.c.dir, name);
+	char *jline =
+	        kl_xasprintf("journal = %s/gw-%s.journal\njournal_fsync = every", T.c.dir, name);
+	gw_config_extra(cfg, port, journal ? jline : "");
+	char *tpath = kl_xasprintf("%s/%s.jsonl", T.c.dir, name);
+	char *state = kl_xasprintf("%s/%s-state.json", T.c.dir, name);
+	char *summary = kl_xasprintf("%s/%s-summary.json", T.c.dir, name);
+	char *res = kl_xasprintf("%s/%s-results.jsonl", T.c.dir, name);
+	char *log = kl_xasprintf("%s/%s-sim.log", T.c.dir, name);
+	write_text(tpath, gwkill_trace);
+	const char *extra[] = {"--trace",   tpath, "--identity", "acme",
+	                       "--state",   state, "--summary",  summary,
+	                       "--results", res,   "--no-ack",   "--exit-when-done",
+	                       NULL};
+	int starts0 = kt_cluster_log_count(&T.c, 0, " start tool=");
+	pid_t sim = sim_spawn(port, log, extra);
+	pid_t gw = gw_spawn(cfg, gwlog);
+	/* The sleep and the quick call started; the quick one's result (and both
+	 * opens') reached the plane. */
+	json_t *s = wait_summary(summary, "results", 3, 60000);
+	json_decref(s);
+	for (int t = 0; kt_cluster_log_count(&T.c, 0, " start tool=") < starts0 + 2; t += 50) {
+		if (t > 60000)
+			KT_FAIL("the calls did not start within 60 s (logs in %s)", T.c.dir);
+		usleep(50000);
+	}
+	ASSERT_EQ(kill(gw, SIGKILL), 0);
+	ASSERT(kt_wait_pid(gw, 10000) != -1);
+	fprintf(stderr, "gateway (%s journal) killed with the sleep running\n",
+	        journal ? "with a" : "without a");
+	gw = gw_spawn(cfg, gwlog);
+	int st = kt_wait_pid(sim, 120000);
+	if (st == -1) {
+		kill(sim, SIGKILL);
+		KT_FAIL("the simulator did not finish after the gateway's restart (logs in %s)",
+		        T.c.dir);
+	}
+	ASSERT_EQ(WEXITSTATUS(st), 0); /* no duplicate, every expectation held */
+	stop_pid(&gw, 20000);
+	s = load_json(summary);
+	*results = load_results(name);
+	ASSERT_EQ(json_array_size(*results), GWKILL_OPS);
+	/* Each call ran at most once: the sleep, the quick call and b-after. */
+	int distinct;
+	ASSERT_EQ(kt_cluster_log_count(&T.c, 0, " start tool="), starts0 + 3);
+	ASSERT_EQ(kt_cluster_max_runs_per_job(&T.c, &distinct), 1);
+	ASSERT_STR_EQ(rstr(*results, GWKILL_AFTER, "output"), "b-after\n");
+	ASSERT_EQ(jint(json_array_get(*results, GWKILL_SLEEP), "sends"), 1);
+	free(cfg);
+	free(gwlog);
+	free(jline);
+	free(tpath);
+	free(state);
+	free(summary);
+	free(res);
+	free(log);
+	return s;
+}
+
+/* kill -9 of the gateway while a call runs. With its journal it comes back
+ * as the same tunnel session: the finished, unacknowledged result is
+ * delivered again, the call that was running is answered NODE_LOST (its
+ * outcome is unknown to the gateway) and never submitted again. Without a
+ * journal it comes back as a new session, and the plane treats everything
+ * it had sent and not heard back about as NODE_LOST. Either way nothing runs
+ * twice and later calls on the same sessions work. */
+TEST(gateway_kill)
+{
+	setup();
+	json_t *r, *s = gateway_kill_run("gwkill-journal", true, &r);
+	ASSERT_EQ(jint(s, "duplicates"), 0);
+	ASSERT_EQ(jint(s, "gateway_lost"), 0);
+	ASSERT_EQ(jint(s, "resent"), 0);
+	ASSERT_STR_EQ(rstr(r, GWKILL_SLEEP, "code"), "NODE_LOST");
+	ASSERT_CONTAINS(rstr(r, GWKILL_SLEEP, "message"), "the gateway restarted");
+	ASSERT_STR_EQ(rstr(r, GWKILL_QUICK, "output"), "b-quick\n");
+	/* The restarted gateway resumed the session and listed what it had. */
+	json_t *rs = last_resume(s);
+	ASSERT_GE(jint(rs, "unacked"), 4); /* the opens, the quick call, the lost sleep */
+	ASSERT_EQ(jint(rs, "in_flight"), 0);
+	ASSERT_GE(jint(s, "redelivered"), 4);
+	json_decref(r);
+	json_decref(s);
+
+	s = gateway_kill_run("gwkill-nojournal", false, &r);
+	ASSERT_EQ(jint(s, "duplicates"), 0);
+	ASSERT_EQ(jint(s, "gateway_lost"), 1); /* the sleep */
+	ASSERT_EQ(jint(s, "resent"), 0);
+	ASSERT_STR_EQ(rstr(r, GWKILL_SLEEP, "code"), "NODE_LOST");
+	ASSERT_CONTAINS(rstr(r, GWKILL_SLEEP, "message"), "new session");
+	ASSERT_STR_EQ(rstr(r, GWKILL_QUICK, "output"), "b-quick\n");
+	json_decref(r);
+	json_decref(s);
+}
+
 /* ---- mcp ---- */
 
 TEST(mcp)
