@@ -34,6 +34,7 @@
  * Set KILN_KEEP_LOGS=1 to keep the logs (the directory is printed).
  */
 #include "gw_tls.h"
+#include "kl_clock.h"
 #include "kl_util.h"
 #include "kt_cluster.h"
 #include "test.h"
@@ -1077,6 +1078,157 @@ TEST(gateway_kill)
 	ASSERT_STR_EQ(rstr(r, GWKILL_QUICK, "output"), "b-quick\n");
 	json_decref(r);
 	json_decref(s);
+}
+
+/* ---- gateway_kill_loaded ---- */
+
+enum { LK_SESS = 6, LK_CALLS = 12 };
+
+/* Six sessions, each with twelve calls spread over 20 s that append their
+ * number to the session's log.txt; at 32 s each session's log is read, at
+ * 34 s the sessions close. */
+static char *
+loaded_trace(unsigned seed)
+{
+	size_t cap = 1 << 16, n = 0;
+	char *t = kl_xmalloc(cap);
+	for (int k = 0; k < LK_SESS; k++)
+		n += (size_t)snprintf(t + n, cap - n, "{\"op\":\"open\",\"as\":\"s%d\"}\n", k);
+	for (int c = 0; c < LK_CALLS; c++)
+		for (int k = 0; k < LK_SESS; k++) {
+			unsigned at = 1000 + (unsigned)c * 1600 +
+			              (seed = seed * 1103515245u + 12345u) % 1500;
+			n += (size_t)snprintf(
+			        t + n, cap - n,
+			        "{\"at_ms\":%u,\"op\":\"call\",\"session\":\"$s%d\","
+			        "\"tool\":\"bash\",\"input\":{\"command\":\"echo c%d >> "
+			        "log.txt; sleep 0.%u; echo done-%d-%d\"}}\n",
+			        at, k, c, (seed >> 8) % 10, k, c);
+		}
+	for (int k = 0; k < LK_SESS; k++)
+		n += (size_t)snprintf(
+		        t + n, cap - n,
+		        "{\"at_ms\":32000,\"op\":\"call\",\"session\":\"$s%d\","
+		        "\"tool\":\"bash\",\"input\":{\"command\":\"cat log.txt\"}}\n",
+		        k);
+	for (int k = 0; k < LK_SESS; k++)
+		n += (size_t)snprintf(t + n, cap - n,
+		                      "{\"at_ms\":34000,\"op\":\"close\",\"session\":\"$s%d\","
+		                      "\"expect\":{\"code\":\"OK\"}}\n",
+		                      k);
+	return t;
+}
+
+/* The gateway (with its journal) killed with kill -9 twice, at seeded random
+ * moments of a loaded run through the tunnel, and restarted after a random
+ * pause. Every call is answered exactly once, OK or NODE_LOST; nothing runs
+ * twice; every call answered OK left its line in the session's log exactly
+ * once, and no call left it twice. */
+TEST(gateway_kill_loaded)
+{
+	setup();
+	const char *env = getenv("KILN_FAULTS_SEED");
+	unsigned seed = env ? (unsigned)strtoul(env, NULL, 0) : (unsigned)(time(NULL) ^ getpid());
+	fprintf(stderr, "seed %u (KILN_FAULTS_SEED reproduces it)\n", seed);
+	const char *name = "gwkill-loaded";
+	uint16_t port = free_port();
+	char *cfg = kl_xasprintf("%s/gw-%s.ini", T.c.dir, name);
+	char *gwlog = kl_xasprintf("%s/gw-%s.log", T.c.dir, name);
+	char *jline = kl_xasprintf("journal = %s/gw-%s.journal", T.c.dir, name);
+	gw_config_extra(cfg, port, jline);
+	char *tpath = kl_xasprintf("%s/%s.jsonl", T.c.dir, name);
+	char *summary = kl_xasprintf("%s/%s-summary.json", T.c.dir, name);
+	char *res = kl_xasprintf("%s/%s-results.jsonl", T.c.dir, name);
+	char *log = kl_xasprintf("%s/%s-sim.log", T.c.dir, name);
+	char *trace = loaded_trace(seed);
+	write_text(tpath, trace);
+	free(trace);
+	const char *extra[] = {"--trace",   tpath, "--identity",       "acme", "--summary", summary,
+	                       "--results", res,   "--exit-when-done", NULL};
+	int starts0 = kt_cluster_log_count(&T.c, 0, " start tool=");
+	int distinct0;
+	kt_cluster_max_runs_per_job(&T.c, &distinct0);
+	pid_t sim = sim_spawn(port, log, extra);
+	pid_t gw = gw_spawn(cfg, gwlog);
+	uint64_t t0 = kl_now_ms();
+	unsigned r = seed;
+	for (int k = 0; k < 2; k++) {
+		/* kill k in [2 s, 11 s) or [11 s, 20 s), down 100-2000 ms */
+		r = r * 1103515245u + 12345u;
+		uint64_t at = t0 + 2000 + (uint64_t)k * 9000 + (r >> 4) % 9000;
+		r = r * 1103515245u + 12345u;
+		unsigned down = 100 + (r >> 4) % 1900;
+		while (kl_now_ms() < at)
+			usleep(20000);
+		ASSERT_EQ(kill(gw, SIGKILL), 0);
+		ASSERT(kt_wait_pid(gw, 10000) != -1);
+		fprintf(stderr,
+		        "[%5.1f s] kill -9 of the gateway (%d calls started so far); back in %u "
+		        "ms\n",
+		        (kl_now_ms() - t0) / 1000.0,
+		        kt_cluster_log_count(&T.c, 0, " start tool=") - starts0, down);
+		usleep(down * 1000);
+		gw = gw_spawn(cfg, gwlog);
+	}
+	int st = kt_wait_pid(sim, 180000);
+	if (st == -1) {
+		kill(sim, SIGKILL);
+		KT_FAIL("the simulator did not finish (logs in %s)", T.c.dir);
+	}
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+	stop_pid(&gw, 20000);
+	json_t *s = load_json(summary);
+	ASSERT(json_is_true(json_object_get(s, "complete")));
+	ASSERT_EQ(jint(s, "duplicates"), 0);
+	ASSERT_EQ(jint(s, "gateway_lost"), 0); /* the journal resumes the session */
+	json_t *rr = load_results(name);
+	const int first_call = LK_SESS, first_cat = LK_SESS + LK_SESS * LK_CALLS;
+	ASSERT_EQ(json_array_size(rr), (size_t)(first_cat + 2 * LK_SESS));
+	int ok = 0, lost = 0;
+	for (int k = 0; k < LK_SESS; k++) {
+		/* The session's log: each line at most once. */
+		ASSERT_STR_EQ(rstr(rr, first_cat + k, "code"), "OK");
+		const char *logtxt = rstr(rr, first_cat + k, "output");
+		for (int c = 0; c < LK_CALLS; c++) {
+			int i = first_call + c * LK_SESS + k;
+			char line[16], want[32];
+			snprintf(line, sizeof line, "c%d\n", c);
+			int n = 0;
+			for (const char *q = logtxt; (q = strstr(q, line)); q++)
+				n += q == logtxt || q[-1] == '\n';
+			ASSERT_LE(n, 1);
+			const char *code = rstr(rr, i, "code");
+			if (!strcmp(code, "OK")) {
+				snprintf(want, sizeof want, "done-%d-%d\n", k, c);
+				ASSERT_STR_EQ(rstr(rr, i, "output"), want);
+				ASSERT_EQ(n, 1); /* an acknowledged effect is there */
+				ok++;
+			} else {
+				if (strcmp(code, "NODE_LOST"))
+					KT_FAIL("call %d: %s: %s", i, code, rstr(rr, i, "message"));
+				lost++;
+			}
+		}
+	}
+	int distinct;
+	ASSERT_EQ(kt_cluster_max_runs_per_job(&T.c, &distinct), 1);
+	int starts = kt_cluster_log_count(&T.c, 0, " start tool=") - starts0;
+	fprintf(stderr,
+	        "%d calls: %d OK, %d NODE_LOST (running when the gateway died); %d started on the "
+	        "node, none twice; resumes %zu, redelivered %lld\n",
+	        LK_SESS * LK_CALLS, ok, lost, starts,
+	        json_array_size(json_object_get(s, "resumes")), jint(s, "redelivered"));
+	ASSERT_LE(starts, LK_SESS * LK_CALLS + LK_SESS);
+	ASSERT_GE(ok, LK_SESS * LK_CALLS / 2);
+	json_decref(rr);
+	json_decref(s);
+	free(cfg);
+	free(gwlog);
+	free(jline);
+	free(tpath);
+	free(summary);
+	free(res);
+	free(log);
 }
 
 /* ---- mcp ---- */
