@@ -26,7 +26,9 @@
 #include <fcntl.h>
 #include <math.h>
 #include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -196,6 +198,8 @@ direct_session(direct *d, const char *id)
 }
 
 static char *true_argv[] = {"true", NULL};
+#define BASE_FILE "/etc/os-release" /* in the base rootfs of every sandbox */
+#define GAP_US    2000
 
 static uint64_t
 direct_exec_true(direct *d, const char *session)
@@ -219,6 +223,32 @@ direct_exec_true(direct *d, const char *session)
 	Kiln__NodeReply *nr = re->node_reply;
 	bool ok = nr->reply_case == KILN__NODE_REPLY__REPLY_RESULT &&
 	          nr->result->code == KILN__CODE__OK && nr->result->exit_code == 0;
+	kiln__envelope__free_unpacked(re, NULL);
+	return ok ? ns : 0;
+}
+
+/* read of a file of the base rootfs (the same in every session). */
+static uint64_t
+direct_read(direct *d, const char *session, const char *path)
+{
+	Kiln__ReadInput ri = KILN__READ_INPUT__INIT;
+	ri.file_path = (char *)path;
+	Kiln__ToolCall tc = KILN__TOOL_CALL__INIT;
+	tc.session_id = (char *)session;
+	tc.job_id = kiln_job_id_new();
+	tc.tool_case = KILN__TOOL_CALL__TOOL_READ;
+	tc.read = &ri;
+	Kiln__NodeWork w = KILN__NODE_WORK__INIT;
+	w.work_case = KILN__NODE_WORK__WORK_CALL;
+	w.call = &tc;
+	Kiln__Envelope *re;
+	uint64_t t0 = kl_now_ns();
+	if (direct_do(d, &w, &re) < 0)
+		return 0;
+	uint64_t ns = kl_now_ns() - t0;
+	Kiln__NodeReply *nr = re->node_reply;
+	bool ok = nr->reply_case == KILN__NODE_REPLY__REPLY_RESULT &&
+	          nr->result->code == KILN__CODE__OK && !nr->result->is_error;
 	kiln__envelope__free_unpacked(re, NULL);
 	return ok ? ns : 0;
 }
@@ -261,6 +291,89 @@ sched_read(kiln_client *k, const char *session, const char *path)
 	bool ok = rc == 0 && r->code == KILN__CODE__OK && !r->is_error;
 	kiln_result_free(r);
 	return ok ? ns : 0;
+}
+
+/* A call the scheduler answers itself (a session that does not exist): one
+ * client <-> scheduler round trip, the hop the scheduler adds. */
+static uint64_t
+sched_only(kiln_client *k)
+{
+	Kiln__ToolResult *r = NULL;
+	uint64_t t0 = kl_now_ns();
+	int rc = kiln_read(k, "s-no-such-session", "x", 0, 0, &r);
+	uint64_t ns = kl_now_ns() - t0;
+	bool ok = rc < 0 && kiln_last_error()->code == KILN__CODE__NOT_FOUND;
+	kiln_result_free(r);
+	return ok ? ns : 0;
+}
+
+/* ---- the transport's floor: nng REQ/REP echo on loopback tcp ---- */
+
+typedef struct echo {
+	nng_socket rep, req;
+	pthread_t th;
+	bool up;
+} echo;
+
+static void *
+echo_main(void *arg)
+{
+	echo *e = arg;
+	for (;;) {
+		nng_msg *m;
+		if (nng_recvmsg(e->rep, &m, 0) != 0)
+			return NULL;
+		if (nng_sendmsg(e->rep, m, 0) != 0)
+			nng_msg_free(m);
+	}
+}
+
+static int
+echo_start(echo *e)
+{
+	char url[64];
+	snprintf(url, sizeof url, "tcp://127.0.0.1:%d", bench_free_port());
+	if (nng_rep0_open(&e->rep) != 0)
+		return -ENOMEM;
+	if (nng_listen(e->rep, url, NULL, 0) != 0 || nng_req0_open(&e->req) != 0) {
+		nng_close(e->rep);
+		return -EADDRINUSE;
+	}
+	nng_socket_set_ms(e->req, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_socket_set_ms(e->req, NNG_OPT_RECVTIMEO, 10000);
+	if (nng_dial(e->req, url, NULL, 0) != 0) {
+		nng_close(e->req);
+		nng_close(e->rep);
+		return -ECONNREFUSED;
+	}
+	pthread_create(&e->th, NULL, echo_main, e);
+	e->up = true;
+	return 0;
+}
+
+/* One 200-byte request and its echo. */
+static uint64_t
+echo_rtt(echo *e)
+{
+	char b[200] = {0}, *in;
+	size_t n;
+	uint64_t t0 = kl_now_ns();
+	if (nng_send(e->req, b, sizeof b, 0) != 0 || nng_recv(e->req, &in, &n, NNG_FLAG_ALLOC))
+		return 0;
+	uint64_t ns = kl_now_ns() - t0;
+	nng_free(in, n);
+	return ns;
+}
+
+static void
+echo_stop(echo *e)
+{
+	if (!e->up)
+		return;
+	nng_close(e->req);
+	nng_close(e->rep); /* ends echo_main's recv */
+	pthread_join(e->th, NULL);
+	e->up = false;
 }
 
 static void
@@ -391,22 +504,38 @@ sched_throughput(bench_target *t, const bench_opts *o, int agents, double second
 /* ---- the phase ---- */
 
 typedef struct bhists {
-	kl_hist spawn, sched, direct, cat, read, session, bwrap;
+	kl_hist spawn, sched, direct, cat, read, session, bwrap, only, echo, sread, dread;
 	int fails;
 } bhists;
 
 static void
 warm_loop(bhists *h, kiln_client *k, const char *ss, direct *d, const char *ds, const char *catfile,
-          int iters)
+          echo *ec, int iters)
 {
 	const char *true_av[] = {"/bin/true", NULL};
 	const char *cat_av[] = {"/bin/cat", catfile, NULL};
 	for (int i = -20; i < iters && !bench_interrupted; i++) {
+		/* Each measurement starts GAP_US after the previous one ended, so
+		 * that the node's cleanup after an exec (reaping, the job leaf's
+		 * removal) does not land in the next call's time. */
 		uint64_t a = spawn_wait("/bin/true", true_av, false);
+		usleep(GAP_US);
 		uint64_t b = sched_exec_true(k, ss);
+		usleep(GAP_US);
 		uint64_t c = direct_exec_true(d, ds);
+		usleep(GAP_US);
 		uint64_t e = spawn_wait("/bin/cat", cat_av, true);
+		usleep(GAP_US);
 		uint64_t f = sched_read(k, ss, "bench/file.txt");
+		usleep(GAP_US);
+		uint64_t g = sched_only(k);
+		usleep(GAP_US);
+		uint64_t sr = sched_read(k, ss, BASE_FILE);
+		usleep(GAP_US);
+		uint64_t dr = direct_read(d, ds, BASE_FILE);
+		usleep(GAP_US);
+		uint64_t x = ec->up ? echo_rtt(ec) : 0;
+		usleep(GAP_US);
 		if (i < 0)
 			continue; /* warm-up */
 		rec(&h->spawn, a, &h->fails);
@@ -414,6 +543,11 @@ warm_loop(bhists *h, kiln_client *k, const char *ss, direct *d, const char *ds, 
 		rec(&h->direct, c, &h->fails);
 		rec(&h->cat, e, &h->fails);
 		rec(&h->read, f, &h->fails);
+		rec(&h->only, g, &h->fails);
+		rec(&h->sread, sr, &h->fails);
+		rec(&h->dread, dr, &h->fails);
+		if (ec->up)
+			rec(&h->echo, x, &h->fails);
 	}
 }
 
@@ -478,6 +612,20 @@ warm_rows(bench_results *R, bhists *h)
 	              NAN, "", NAN, "< 100 us", k50 - d50 < 100 ? V_PASS : V_MISS);
 	bench_add_row(R, "scheduler", "added latency p99 (scheduler - direct)", "us", k99 - d99,
 	              NAN, "", NAN, "", V_INFO);
+	/* The same for a call whose own cost is small and steady: the
+	 * difference of two exec medians carries the spawn's noise. */
+	double sr50 = bench_us(&h->sread, 50), dr50 = bench_us(&h->dread, 50);
+	bench_add_row(R, "scheduler", "added latency p50, read of a small file", "us", sr50 - dr50,
+	              NAN, "", NAN, "< 100 us", sr50 - dr50 < 100 ? V_PASS : V_MISS);
+	bench_add_row(R, "scheduler", "read p50 through the scheduler / straight to the node", "us",
+	              sr50, dr50, "straight to the node", sr50 / dr50, "", V_INFO);
+	/* What the added latency is made of: the extra hop, measured alone. */
+	double o50 = bench_us(&h->only, 50), e50 = bench_us(&h->echo, 50);
+	bench_add_row(R, "scheduler", "round trip p50 of a call it answers itself", "us", o50, e50,
+	              "nng req/rep echo", e50 > 0 ? o50 / e50 : NAN, "", V_INFO);
+	if (h->echo.count)
+		bench_add_row(R, "transport", "nng req/rep echo p50, 200 B, loopback tcp", "us",
+		              e50, NAN, "", NAN, "", V_INFO);
 	double c50 = bench_us(&h->cat, 50), r50 = bench_us(&h->read, 50);
 	bench_add_row(R, "file", "read 4 KiB p50, through the scheduler", "us", r50, c50,
 	              "spawned cat", c50 / r50, ">= 20x", c50 / r50 >= 20 ? V_PASS : V_MISS);
@@ -534,8 +682,11 @@ bench_phase_baselines(bench_results *R, const bench_opts *o)
 	direct d = {0};
 	char *ss = NULL;
 	bhists *h = kl_xcalloc(1, sizeof *h);
-	kl_hist *all[] = {&h->spawn, &h->sched,   &h->direct, &h->cat,
-	                  &h->read,  &h->session, &h->bwrap};
+	kl_hist *all[] = {&h->spawn, &h->sched, &h->direct, &h->cat,   &h->read, &h->session,
+	                  &h->bwrap, &h->only,  &h->echo,   &h->sread, &h->dread};
+	echo ec = {0};
+	if (echo_start(&ec) < 0)
+		fprintf(stderr, "kiln-bench: baselines: the nng echo baseline did not start\n");
 	for (size_t i = 0; i < KL_ARRAY_SIZE(all); i++)
 		kl_hist_init(all[i]);
 	snprintf(dsid, sizeof dsid, "bench-direct-%d", (int)getpid());
@@ -550,7 +701,7 @@ bench_phase_baselines(bench_results *R, const bench_opts *o)
 	if (bench_progress)
 		fprintf(stderr, "kiln-bench: baselines: %d warm calls of each kind, interleaved\n",
 		        o->baseline_iters);
-	warm_loop(h, k, ss, &d, dsid, catfile, o->baseline_iters);
+	warm_loop(h, k, ss, &d, dsid, catfile, &ec, o->baseline_iters);
 	bool have_bwrap = access("/usr/bin/bwrap", X_OK) == 0;
 	session_loop(h, k, have_bwrap, o->baseline_iters / 3 > 10 ? o->baseline_iters / 3 : 10);
 	if (bench_progress)
@@ -580,6 +731,7 @@ out:
 	if (*catfile)
 		unlink(catfile);
 	free(h);
+	echo_stop(&ec);
 	bench_target_stop(&t);
 	return r;
 }

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #define TICK_MS 50
@@ -141,6 +142,57 @@ check_limits(node *n, char *err, size_t errlen)
 	return -EOPNOTSUPP;
 }
 
+/* Descriptors the node holds per sandbox: about 4 when idle (pidfd, control
+ * socket, the egress proxy's two listeners), more with a session's shell and
+ * a running call (pipes, memfd, job leaf). */
+#define FDS_PER_SANDBOX 8
+#define FDS_BASE        256
+
+/* Make RLIMIT_NOFILE fit the configuration: the soft limit up to the hard
+ * one, and as root the hard one too (up to fs.nr_open), like a service
+ * manager's LimitNOFILE would. Past the limit every sandbox creation fails
+ * with EMFILE, so say so at start rather than at the 5,000th sandbox. */
+static void
+fit_nofile(node *n)
+{
+	uint64_t sbs = (uint64_t)n->cfg.max_sessions + n->cfg.max_creating;
+	for (int i = 0; i < n->cfg.ntemplates; i++)
+		sbs += n->cfg.templates[i].target;
+	rlim_t need = FDS_BASE + FDS_PER_SANDBOX * sbs;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max < need) {
+		unsigned long nr_open = 1048576;
+		FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+		if (f) {
+			if (fscanf(f, "%lu", &nr_open) != 1)
+				nr_open = 1048576;
+			fclose(f);
+		}
+		struct rlimit want = {KL_MIN(need, (rlim_t)nr_open), KL_MIN(need, (rlim_t)nr_open)};
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl = want;
+	}
+	if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = KL_MIN(need, rl.rlim_max);
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < need)
+		KL_LOG(KL_WARN, NODE_COMPONENT,
+		       "file descriptors: the limit is %llu, below the %llu that %llu sandboxes "
+		       "(max_sessions, warm pools, creations) may need; past about %llu sandboxes "
+		       "creations fail with EMFILE (raise the hard limit, e.g. LimitNOFILE)",
+		       (unsigned long long)rl.rlim_cur, (unsigned long long)need,
+		       (unsigned long long)sbs,
+		       (unsigned long long)(rl.rlim_cur > FDS_BASE ? (rl.rlim_cur - FDS_BASE) / 4
+		                                                   : 0));
+	else
+		KL_LOG(KL_INFO, NODE_COMPONENT, "file descriptors: limit raised to %llu",
+		       (unsigned long long)rl.rlim_cur);
+}
+
 int
 node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 {
@@ -165,6 +217,7 @@ node_new(const node_config *cfg, node **ret, char *err, size_t errlen)
 		       strerror(errno));
 	if (getrandom(&n->incarnation, sizeof n->incarnation, 0) != sizeof n->incarnation)
 		n->incarnation = kl_now_ns();
+	fit_nofile(n);
 
 	if ((r = cg_discover(cfg->cgroup_root, &n->cgd)) < 0) {
 		snprintf(err, errlen, "cgroup v2 is required and was not found: %s", strerror(-r));

@@ -341,6 +341,16 @@ handle_request(gw_tunnel *t, wstream *ws, Kiln__TunnelRequest *tr)
 		pthread_mutex_lock(&t->smu);
 		t->st.duplicates++;
 		pthread_mutex_unlock(&t->smu);
+		if (j->sid && j->sid != ws->sid && t->mux) {
+			/* The stream that asked first is still open: it gets no answer
+			 * now, so say so rather than leave it waiting. */
+			wstream *old = gw_mux_udata(t->mux, j->sid);
+			if (old && old->kind == SK_WORK)
+				old->job = NULL;
+			gw_mux_reset(t->mux, j->sid, GW_E_CANCEL,
+			             "the same plane_id was asked again on another stream; "
+			             "the answer goes there");
+		}
 		j->sid = ws->sid;
 		j->sent = 0;
 		j->redeliver = false;
