@@ -20,6 +20,9 @@
  *   LINGER   our write side is shut and the client's leftovers drained (2 s)
  *            so the response is not lost to a reset
  *
+ * The HTTP parsing (request heads, authorities, the gateway's answer) is in
+ * egress_parse.c, pure, so that fuzz_http runs it as it runs here.
+ *
  * For plain HTTP the tunnel is the same CONNECT (port 80 by default): the
  * client's request, rewritten to origin form with "Connection: close", is
  * the tunnel's first bytes, so the gateway applies one policy path to both.
@@ -31,6 +34,7 @@
  * connection is closed unanswered).
  */
 #include "egress.h"
+#include "egress_parse.h"
 
 #include "node_impl.h"
 
@@ -38,12 +42,10 @@
 #include "kl_log.h"
 #include "kl_util.h"
 
-#include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #define EG_HEAD_MAX        (16u << 10) /* a client's request head */
@@ -127,7 +129,7 @@ typedef struct egress_conn {
 	uint32_t outlen, outoff;
 	uint8_t *pre; /* the client's bytes the tunnel starts with */
 	uint32_t prelen;
-	char host[256];
+	char host[EGRESS_HOST_MAX];
 	uint16_t port;
 	int status;      /* what the client got: 200 for a tunnel, else the refusal */
 	const char *end; /* why it ended (static) */
@@ -136,119 +138,6 @@ typedef struct egress_conn {
 } egress_conn;
 
 static char drain_buf[4096]; /* discarded bytes of lingering connections */
-
-/* ---- small HTTP parsing ---- */
-
-static bool
-is_tchar(int ch)
-{
-	return ch > 0 && (isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-/* The next line of buf[*off, end): without its "\n" or "\r\n". False at end. */
-static bool
-next_line(const char *buf, size_t end, size_t *off, const char **line, size_t *len)
-{
-	if (*off >= end)
-		return false;
-	const char *p = buf + *off, *nl = memchr(p, '\n', end - *off);
-	size_t n = nl ? (size_t)(nl - p) : end - *off;
-	*line = p;
-	*off += n + (nl ? 1 : 0);
-	*len = n > 0 && p[n - 1] == '\r' ? n - 1 : n;
-	return true;
-}
-
-/* Past the blank line that ends a head in buf[0, len), or 0. from: where the
- * previous search stopped (so a head arriving in pieces is scanned once). */
-static uint32_t
-head_end(const uint8_t *buf, uint32_t len, uint32_t from)
-{
-	for (uint32_t i = from > 3 ? from - 3 : 0; i < len; i++) {
-		if (buf[i] != '\n')
-			continue;
-		if (i + 1 < len && buf[i + 1] == '\n')
-			return i + 2;
-		if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
-			return i + 3;
-	}
-	return 0;
-}
-
-static bool
-hdr_is(const char *line, size_t len, const char *name)
-{
-	size_t k = strlen(name);
-	return len > k && line[k] == ':' && !strncasecmp(line, name, k);
-}
-
-static void
-hdr_value(const char *line, size_t len, const char **v, size_t *vlen)
-{
-	const char *p = (const char *)memchr(line, ':', len) + 1, *e = line + len;
-	while (p < e && (*p == ' ' || *p == '\t'))
-		p++;
-	while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-		e--;
-	*v = p;
-	*vlen = (size_t)(e - p);
-}
-
-/* host[:port] or [v6][:port] into host (without brackets) and port; a
- * missing port is defport (0: required). Names and IPv4 literals are
- * [A-Za-z0-9._-]: nothing that could break the gateway's request. */
-static int
-parse_authority(const char *s, size_t n, char *host, size_t hostcap, uint16_t *port,
-                uint16_t defport)
-{
-	const char *p = s, *end = s + n, *h, *he;
-	if (n && *p == '[') {
-		h = p + 1;
-		he = memchr(h, ']', n - 1);
-		if (!he || he == h)
-			return -1;
-		for (const char *q = h; q < he; q++)
-			if (!isxdigit((unsigned char)*q) && *q != ':' && *q != '.')
-				return -1;
-		p = he + 1;
-	} else {
-		h = p;
-		while (p < end && *p != ':')
-			p++;
-		he = p;
-		if (he == h)
-			return -1;
-		for (const char *q = h; q < he; q++)
-			if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' && *q != '_')
-				return -1;
-	}
-	size_t hl = (size_t)(he - h);
-	if (hl > 253 || hl >= hostcap)
-		return -1;
-	unsigned long v = defport;
-	if (p < end) {
-		if (*p++ != ':' || p == end || end - p > 5)
-			return -1;
-		v = 0;
-		for (; p < end; p++) {
-			if (!isdigit((unsigned char)*p))
-				return -1;
-			v = v * 10 + (unsigned long)(*p - '0');
-		}
-	}
-	if (v == 0 || v > 65535)
-		return -1;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	*port = (uint16_t)v;
-	return 0;
-}
-
-static int
-fmt_authority(char *buf, size_t cap, const char *host, uint16_t port)
-{
-	return snprintf(buf, cap, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
-}
 
 /* ---- connections ---- */
 
@@ -576,58 +465,13 @@ gw_failed(egress_conn *c, int res, const char *what)
 	return false;
 }
 
-/* Hop-by-hop and framing headers are ours to write, not the gateway's. */
-static bool
-gw_header_dropped(const char *line, size_t len)
-{
-	static const char *const drop[] = {"Connection",
-	                                   "Keep-Alive",
-	                                   "Proxy-Connection",
-	                                   "Content-Length",
-	                                   "Transfer-Encoding",
-	                                   "Upgrade",
-	                                   "TE",
-	                                   "Trailer",
-	                                   "X-Kiln-Egress",
-	                                   NULL};
-	for (int i = 0; drop[i]; i++)
-		if (hdr_is(line, len, drop[i]))
-			return true;
-	return false;
-}
-
 /* The gateway refused (or failed): pass its status, reason, headers and
  * (short) body to the client, framed by us. */
 static void
 gw_refusal(egress_conn *c, int status)
 {
-	const char *g = (const char *)c->gwb, *line = "HTTP/1.1 502 Bad Gateway";
-	size_t off = 0, len = 24, blen = c->gwlen - c->gw_hend;
-	if (blen > c->gw_need)
-		blen = c->gw_need;
-	char *r = kl_xmalloc(2 * (size_t)c->gw_hend + blen + 128); /* + a CR per line */
-	size_t n = 0;
-	/* "HTTP/1.x NNN reason": keep "NNN reason" as the gateway wrote it (the head
-	 * was validated: its status line is at least that long). */
-	if (!next_line(g, c->gw_hend, &off, &line, &len) || len < 12) {
-		line = "HTTP/1.1 502 Bad Gateway";
-		len = 24;
-	}
-	n += (size_t)sprintf(r, "HTTP/1.1 %.*s\r\n", (int)(len - 9), line + 9);
-	while (next_line(g, c->gw_hend, &off, &line, &len) && len) {
-		if (gw_header_dropped(line, len))
-			continue;
-		memcpy(r + n, line, len);
-		n += len;
-		r[n++] = '\r';
-		r[n++] = '\n';
-	}
-	n += (size_t)sprintf(r + n,
-	                     "Content-Length: %zu\r\nConnection: close\r\nX-Kiln-Egress: "
-	                     "gateway\r\n\r\n",
-	                     blen);
-	memcpy(r + n, g + c->gw_hend, blen);
-	n += blen;
+	size_t n;
+	char *r = egress_build_refusal(c->gwb, c->gwlen, c->gw_hend, c->gw_need, &n);
 	c->end = "refused by the gateway";
 	reply_raw(c, status, r, n);
 }
@@ -636,34 +480,7 @@ gw_refusal(egress_conn *c, int status)
 static int
 gw_parse(egress_conn *c)
 {
-	const char *g = (const char *)c->gwb, *line;
-	size_t off = 0, len;
-	next_line(g, c->gw_hend, &off, &line, &len);
-	if (len < 12 || strncmp(line, "HTTP/1.", 7) || line[8] != ' ' ||
-	    !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
-	    !isdigit((unsigned char)line[11]) || (len > 12 && line[12] != ' '))
-		return -1;
-	int status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
-	if (status < 100)
-		return -1;
-	c->gw_need = EG_GW_MAX; /* no Content-Length: until EOF */
-	while (next_line(g, c->gw_hend, &off, &line, &len) && len) {
-		if (!memchr(line, ':', len))
-			return -1;
-		if (hdr_is(line, len, "Content-Length")) {
-			const char *v;
-			size_t vl;
-			hdr_value(line, len, &v, &vl);
-			unsigned long k = 0;
-			bool ok = vl > 0 && vl <= 9;
-			for (size_t i = 0; ok && i < vl; i++) {
-				ok = isdigit((unsigned char)v[i]);
-				k = k * 10 + (unsigned long)(v[i] - '0');
-			}
-			c->gw_need = ok ? (uint32_t)KL_MIN(k, (unsigned long)EG_GW_MAX) : EG_GW_MAX;
-		}
-	}
-	return status;
+	return egress_parse_answer(c->gwb, c->gw_hend, EG_GW_MAX, &c->gw_need);
 }
 
 static void gw_recv(egress_conn *c);
@@ -682,7 +499,7 @@ gw_recv_done(node_op *op, int res, uint32_t flags)
 	uint32_t before = c->gwlen;
 	c->gwlen += (uint32_t)res;
 	if (!c->gw_hend) {
-		c->gw_hend = head_end(c->gwb, c->gwlen, before);
+		c->gw_hend = egress_head_end(c->gwb, c->gwlen, before);
 		if (!c->gw_hend) {
 			if (c->gwlen == EG_GW_MAX)
 				reply(c, 502, "egress gateway %s: answer head too large",
@@ -759,8 +576,6 @@ static void
 dial(egress_conn *c)
 {
 	node_egress *eg = c->eg;
-	char auth[300];
-	fmt_authority(auth, sizeof auth, c->host, c->port);
 	c->gfd = socket(eg->gw.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->gfd < 0) {
 		reply(c, 502, "egress: socket: %s", strerror(errno));
@@ -768,16 +583,8 @@ dial(egress_conn *c)
 	}
 	free(c->head); /* what the tunnel needs of it is in pre */
 	c->head = NULL;
-	c->out = kl_xasprintf("CONNECT %s HTTP/1.1\r\n"
-	                      "Host: %s\r\n"
-	                      "%s%s%s"
-	                      "X-Kiln-Tenant: %s\r\n"
-	                      "X-Kiln-Session: %s\r\n"
-	                      "X-Kiln-Node: %s\r\n"
-	                      "\r\n",
-	                      auth, auth, eg->token ? "X-Kiln-Node-Token: " : "",
-	                      eg->token ? eg->token : "", eg->token ? "\r\n" : "", c->es->tenant,
-	                      c->es->sid, eg->n->name);
+	c->out = egress_connect_request(c->host, c->port, eg->token, c->es->tenant, c->es->sid,
+	                                eg->n->name);
 	c->outlen = (uint32_t)strlen(c->out);
 	c->outoff = 0;
 	c->state = EC_DIAL;
@@ -789,128 +596,19 @@ dial(egress_conn *c)
 
 /* ---- the client's request ---- */
 
-static bool
-hop_by_hop(const char *line, size_t len)
-{
-	return hdr_is(line, len, "Proxy-Connection") || hdr_is(line, len, "Proxy-Authorization") ||
-	       hdr_is(line, len, "Connection") || hdr_is(line, len, "Keep-Alive");
-}
-
-/* Plain HTTP: the request as the origin should see it, in c->pre: origin
- * form, our Host, no proxy headers, "Connection: close" (so a reused client
- * connection cannot carry a second request to another host through this
- * tunnel), then the body bytes already read. */
-static void
-build_origin_request(egress_conn *c, const char *method, size_t mlen, const char *path, size_t plen,
-                     const char *version, size_t vlen, uint32_t hend)
-{
-	const char *h = (const char *)c->head, *line;
-	size_t off = 0, len;
-	char auth[300];
-	if (c->port == 80)
-		snprintf(auth, sizeof auth, strchr(c->host, ':') ? "[%s]" : "%s", c->host);
-	else
-		fmt_authority(auth, sizeof auth, c->host, c->port);
-	/* Each line may gain a CR; the request line and Host are bounded by 600. */
-	c->pre = kl_xmalloc(2 * (size_t)hend + (c->hlen - hend) + 600);
-	char *p = (char *)c->pre;
-	p += sprintf(p, "%.*s %.*s %.*s\r\nHost: %s\r\n", (int)mlen, method, (int)plen, path,
-	             (int)vlen, version, auth);
-	next_line(h, hend, &off, &line, &len);
-	while (next_line(h, hend, &off, &line, &len) && len) {
-		if (hop_by_hop(line, len) || hdr_is(line, len, "Host"))
-			continue;
-		memcpy(p, line, len);
-		p += len;
-		*p++ = '\r';
-		*p++ = '\n';
-	}
-	p += sprintf(p, "Connection: close\r\n\r\n");
-	memcpy(p, c->head + hend, c->hlen - hend);
-	p += c->hlen - hend;
-	c->prelen = (uint32_t)(p - (char *)c->pre);
-}
-
 /* Parse the request head (hend bytes); 0, or an HTTP status with *why set. */
 static int
 parse_request(egress_conn *c, uint32_t hend, const char **why)
 {
-	const char *h = (const char *)c->head, *line, *host = NULL;
-	size_t off = 0, len, hostlen = 0;
-	next_line(h, hend, &off, &line, &len);
-	const char *sp1 = memchr(line, ' ', len);
-	const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - line)) : NULL;
-	*why = "malformed request line";
-	if (!sp1 || !sp2 || sp1 == line || sp2 == sp1 + 1)
-		return 400;
-	const char *method = line, *target = sp1 + 1, *version = sp2 + 1;
-	size_t mlen = (size_t)(sp1 - line), tlen = (size_t)(sp2 - target);
-	size_t vlen = len - (size_t)(version - line);
-	for (size_t i = 0; i < mlen; i++)
-		if (!is_tchar((unsigned char)method[i]))
-			return 400;
-	for (size_t i = 0; i < tlen; i++)
-		if ((unsigned char)target[i] <= ' ' || target[i] == 0x7f)
-			return 400;
-	if (vlen != 8 || strncmp(version, "HTTP/1.", 7) || !isdigit((unsigned char)version[7]))
-		return 400;
-	*why = "malformed header line";
-	while (next_line(h, hend, &off, &line, &len) && len) {
-		const char *colon = memchr(line, ':', len);
-		if (!colon || colon == line)
-			return 400;
-		for (const char *q = line; q < colon; q++)
-			if (!is_tchar((unsigned char)*q))
-				return 400;
-		for (const char *q = colon; q < line + len; q++)
-			if ((unsigned char)*q < ' ' && *q != '\t')
-				return 400;
-		if (hdr_is(line, len, "Host"))
-			hdr_value(line, len, &host, &hostlen);
-	}
-	if (mlen == 7 && !memcmp(method, "CONNECT", 7)) {
-		c->connect = true;
-		*why = "CONNECT wants host:port";
-		if (parse_authority(target, tlen, c->host, sizeof c->host, &c->port, 0) < 0)
-			return 400;
-		c->pre = kl_xmalloc(c->hlen - hend + 1);
-		memcpy(c->pre, c->head + hend, c->hlen - hend);
-		c->prelen = c->hlen - hend;
-		return 0;
-	}
-	const char *auth, *path;
-	if (tlen > 7 && !strncasecmp(target, "http://", 7)) {
-		auth = target + 7;
-		path = auth;
-		while (path < target + tlen && *path != '/' && *path != '?')
-			path++;
-		*why = "bad host in the URL (user:password@ is not supported)";
-		if (parse_authority(auth, (size_t)(path - auth), c->host, sizeof c->host, &c->port,
-		                    80) < 0)
-			return 400;
-	} else if (tlen > 8 && !strncasecmp(target, "https://", 8)) {
-		*why = "https URLs go through CONNECT (set HTTPS_PROXY=" EG_URL ")";
-		return 400;
-	} else if (target[0] == '/' && c->via_unix && host) {
-		/* The unix socket has no other use: treat it as the origin's. */
-		path = target;
-		*why = "bad Host header";
-		if (parse_authority(host, hostlen, c->host, sizeof c->host, &c->port, 80) < 0)
-			return 400;
-	} else {
-		*why = "this is a proxy: send an absolute URL (GET http://host/path) or CONNECT "
-		       "host:port";
-		return 400;
-	}
-	size_t plen = (size_t)(target + tlen - path);
-	if (plen == 0 || path[0] == '?') { /* "http://h" or "http://h?q": the path is "/" */
-		char *tmp = kl_xasprintf("/%.*s", (int)plen, path);
-		build_origin_request(c, method, mlen, tmp, strlen(tmp), version, vlen, hend);
-		free(tmp);
-	} else {
-		build_origin_request(c, method, mlen, path, plen, version, vlen, hend);
-	}
-	return 0;
+	egress_request rq = {0};
+	int status = egress_parse_request(c->head, c->hlen, hend, c->via_unix, &rq, why);
+	_Static_assert(sizeof rq.host == sizeof c->host, "same host buffer");
+	c->connect = rq.connect;
+	memcpy(c->host, rq.host, sizeof c->host);
+	c->port = rq.port;
+	c->pre = rq.pre;
+	c->prelen = rq.prelen;
+	return status;
 }
 
 static void
@@ -948,7 +646,7 @@ head_done(node_op *op, int res, uint32_t flags)
 	}
 	uint32_t before = c->hlen;
 	c->hlen += (uint32_t)res;
-	uint32_t hend = head_end(c->head, c->hlen, before);
+	uint32_t hend = egress_head_end(c->head, c->hlen, before);
 	if (hend)
 		on_head(c, hend);
 	else if (c->hlen == EG_HEAD_MAX)
@@ -1167,7 +865,7 @@ resolve_gateway(node_egress *eg, const char *url, char *err, size_t errlen)
 	const char *a = strncmp(url, "tcp://", 6) ? url : url + 6;
 	char host[256];
 	uint16_t port;
-	if (parse_authority(a, strlen(a), host, sizeof host, &port, 0) < 0) {
+	if (egress_parse_authority(a, strlen(a), host, sizeof host, &port, 0) < 0) {
 		snprintf(err, errlen,
 		         "egress gateway address \"%s\": want host:port or tcp://host:port", url);
 		return -EINVAL;
@@ -1183,7 +881,7 @@ resolve_gateway(node_egress *eg, const char *url, char *err, size_t errlen)
 	memcpy(&eg->gw, ai->ai_addr, ai->ai_addrlen);
 	eg->gwlen = ai->ai_addrlen;
 	freeaddrinfo(ai);
-	fmt_authority(eg->gw_text, sizeof eg->gw_text, host, port);
+	egress_fmt_authority(eg->gw_text, sizeof eg->gw_text, host, port);
 	return 0;
 }
 

@@ -19,7 +19,9 @@
 
 struct parse {
 	gw_config *c;
-	FILE *file;
+	FILE *file;       /* read from this, or else from text */
+	const char *text; /* the rest of an in-memory config */
+	size_t left;      /* its bytes */
 	char dir[4096];
 	char err[512];
 	int line;
@@ -156,16 +158,19 @@ handler(void *user, const char *section, const char *k, const char *v)
 	if (p->err[0])
 		return 0;
 	char kind[32], name[128];
+	/* A section that appears again adds to the entry of that name, as a
+	 * repeated key does (a second one would never be found). */
 	if (!strcmp(section, "gateway"))
 		return gateway_key(p, k, v);
 	if (sscanf(section, "%31s %127s", kind, name) != 2)
 		return perr(p, "unknown section [%s]", section);
 	if (!strcmp(kind, "identity")) {
-		if (!c->nidentities || strcmp(c->identities[c->nidentities - 1].name, name)) {
+		gw_identity *id = (gw_identity *)gw_config_identity(c, name);
+		if (!id) {
 			c->identities = grow(c->identities, c->nidentities, sizeof *c->identities);
-			kl_strlcpy(c->identities[c->nidentities++].name, name, 128);
+			id = &c->identities[c->nidentities++];
+			kl_strlcpy(id->name, name, sizeof id->name);
 		}
-		gw_identity *id = &c->identities[c->nidentities - 1];
 		if (!strcmp(k, "token"))
 			return kl_strlcpy(id->token, v, sizeof id->token), 1;
 		if (!strcmp(k, "token_file"))
@@ -173,11 +178,12 @@ handler(void *user, const char *section, const char *k, const char *v)
 		return perr(p, "unknown key '%s' in [identity %s]", k, name);
 	}
 	if (!strcmp(kind, "route")) {
-		if (!c->nroutes || strcmp(c->routes[c->nroutes - 1].name, name)) {
+		gw_route *r = (gw_route *)gw_config_route(c, name);
+		if (!r) {
 			c->routes = grow(c->routes, c->nroutes, sizeof *c->routes);
-			kl_strlcpy(c->routes[c->nroutes++].name, name, 64);
+			r = &c->routes[c->nroutes++];
+			kl_strlcpy(r->name, name, sizeof r->name);
 		}
-		gw_route *r = &c->routes[c->nroutes - 1];
 		if (!strcmp(k, "upstream"))
 			return host_port(p, v, r->host, sizeof r->host, &r->port);
 		if (!strcmp(k, "allow_public")) {
@@ -188,13 +194,14 @@ handler(void *user, const char *section, const char *k, const char *v)
 		return perr(p, "unknown key '%s' in [route %s]", k, name);
 	}
 	if (!strcmp(kind, "egress")) {
-		if (!c->negress || strcmp(c->egress[c->negress - 1].tenant, name)) {
+		gw_policy *pol = gw_config_egress(c, name);
+		if (!pol) {
 			c->egress = grow(c->egress, c->negress, sizeof *c->egress);
 			kl_strlcpy(c->egress[c->negress].tenant, name, 64);
-			c->egress[c->negress++].policy = gw_policy_new();
+			pol = c->egress[c->negress++].policy = gw_policy_new();
 		}
 		char e[256];
-		if (gw_policy_set(c->egress[c->negress - 1].policy, k, v, e, sizeof e) < 0)
+		if (gw_policy_set(pol, k, v, e, sizeof e) < 0)
 			return perr(p, "[egress %s]: %s", name, e);
 		return 1;
 	}
@@ -202,21 +209,67 @@ handler(void *user, const char *section, const char *k, const char *v)
 }
 
 /* inih's reader, counting lines for error messages (Debian's inih does not
- * pass line numbers to handlers). */
+ * pass line numbers to handlers). In-memory text is read as fgets reads a
+ * file: up to num - 1 bytes, through the first newline. */
 static char *
 read_line(char *str, int num, void *stream)
 {
 	struct parse *p = stream;
-	char *r = fgets(str, num, p->file);
+	char *r = str;
+	if (p->file) {
+		r = fgets(str, num, p->file);
+	} else if (!p->left || num < 2) {
+		r = NULL;
+	} else {
+		size_t max = KL_MIN(p->left, (size_t)num - 1);
+		const char *nl = memchr(p->text, '\n', max);
+		size_t n = nl ? (size_t)(nl - p->text) + 1 : max;
+		memcpy(str, p->text, n);
+		str[n] = 0;
+		p->text += n;
+		p->left -= n;
+	}
 	if (r)
 		p->line++;
 	return r;
 }
 
-int
-gw_config_load(const char *path, gw_config *c, char *err, size_t errlen)
+/* Parse what p reads into c (defaults first) and check the whole; name
+ * prefixes the error. */
+static int
+load(struct parse *p, const char *name, gw_config *c, char *err, size_t errlen)
 {
-	struct parse p = {.c = c};
+	int r = ini_parse_stream(read_line, p, handler, p);
+	if (!p->err[0] && r > 0)
+		snprintf(p->err, sizeof p->err, "config line %d: malformed line", r);
+	if (!p->err[0] && !c->plane_host[0])
+		snprintf(p->err, sizeof p->err, "[gateway] control_plane = host:port is required");
+	if (!p->err[0] && (!c->ca_file[0] || !c->cert_file[0] || !c->key_file[0]))
+		snprintf(
+		        p->err, sizeof p->err,
+		        "[gateway] needs ca_file (the control plane's CA), cert_file and key_file");
+	if (!p->err[0] && c->egress_listen[0] && !c->join_token[0])
+		snprintf(p->err, sizeof p->err,
+		         "[gateway] egress_listen needs join_token_file (it authenticates nodes)");
+	for (int i = 0; !p->err[0] && i < c->nidentities; i++)
+		if (!c->identities[i].token[0])
+			snprintf(p->err, sizeof p->err, "[identity %s] has no token",
+			         c->identities[i].name);
+	for (int i = 0; !p->err[0] && i < c->nroutes; i++)
+		if (!c->routes[i].port)
+			snprintf(p->err, sizeof p->err, "[route %s] has no upstream",
+			         c->routes[i].name);
+	if (p->err[0]) {
+		snprintf(err, errlen, "%s: %s", name, p->err);
+		gw_config_fini(c);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void
+defaults(gw_config *c)
+{
 	memset(c, 0, sizeof *c);
 	c->max_results = 10000;
 	c->ping_interval_ms = 15000;
@@ -224,6 +277,13 @@ gw_config_load(const char *path, gw_config *c, char *err, size_t errlen)
 	c->backoff_max_ms = 60000;
 	kl_strlcpy(c->scheduler, "tcp://127.0.0.1:7071", sizeof c->scheduler);
 	kl_strlcpy(c->audit_fsync, "interval:1000", sizeof c->audit_fsync);
+}
+
+int
+gw_config_load(const char *path, gw_config *c, char *err, size_t errlen)
+{
+	struct parse p = {.c = c};
+	defaults(c);
 	char tmp[4096];
 	kl_strlcpy(tmp, path, sizeof tmp);
 	kl_strlcpy(p.dir, dirname(tmp), sizeof p.dir);
@@ -233,33 +293,19 @@ gw_config_load(const char *path, gw_config *c, char *err, size_t errlen)
 		return -errno;
 	}
 	p.file = f;
-	int r = ini_parse_stream(read_line, &p, handler, &p);
+	int r = load(&p, path, c, err, errlen);
 	fclose(f);
-	if (!p.err[0] && r > 0)
-		snprintf(p.err, sizeof p.err, "config line %d: malformed line", r);
-	if (!p.err[0] && !c->plane_host[0])
-		snprintf(p.err, sizeof p.err, "[gateway] control_plane = host:port is required");
-	if (!p.err[0] && (!c->ca_file[0] || !c->cert_file[0] || !c->key_file[0]))
-		snprintf(
-		        p.err, sizeof p.err,
-		        "[gateway] needs ca_file (the control plane's CA), cert_file and key_file");
-	if (!p.err[0] && c->egress_listen[0] && !c->join_token[0])
-		snprintf(p.err, sizeof p.err,
-		         "[gateway] egress_listen needs join_token_file (it authenticates nodes)");
-	for (int i = 0; !p.err[0] && i < c->nidentities; i++)
-		if (!c->identities[i].token[0])
-			snprintf(p.err, sizeof p.err, "[identity %s] has no token",
-			         c->identities[i].name);
-	for (int i = 0; !p.err[0] && i < c->nroutes; i++)
-		if (!c->routes[i].port)
-			snprintf(p.err, sizeof p.err, "[route %s] has no upstream",
-			         c->routes[i].name);
-	if (p.err[0]) {
-		snprintf(err, errlen, "%s: %s", path, p.err);
-		gw_config_fini(c);
-		return -EINVAL;
-	}
-	return 0;
+	return r;
+}
+
+int
+gw_config_load_string(const char *text, size_t len, const char *name, const char *dir, gw_config *c,
+                      char *err, size_t errlen)
+{
+	struct parse p = {.c = c, .text = text, .left = len};
+	defaults(c);
+	kl_strlcpy(p.dir, dir ? dir : "", sizeof p.dir);
+	return load(&p, name, c, err, errlen);
 }
 
 void

@@ -9,7 +9,8 @@
  *                  unless allow_public = true)
  *   [egress TENANT] the tenant's egress policy (gw_policy_set keys)
  *
- * Unknown sections and keys are errors, with their line number.
+ * Unknown sections and keys are errors, with their line number. A section
+ * that appears again (same kind and name) adds to the first.
  */
 #ifndef GW_CONFIG_H
 #define GW_CONFIG_H
@@ -60,7 +61,15 @@ typedef struct gw_config {
 	gw_egress_cfg *egress;
 } gw_config;
 
+/* Load path into c (zeroed first; relative paths in it are taken from its
+ * directory). 0, or -errno with err ("PATH: config line N: ...", or what is
+ * missing) and c holding nothing (gw_config_fini done). */
 int gw_config_load(const char *path, gw_config *c, char *err, size_t errlen);
+/* The same from len bytes of text, read exactly as a file holding them:
+ * name stands for the path in err, relative paths are taken from dir (NULL
+ * or "": as written). 0 or -EINVAL. */
+int gw_config_load_string(const char *text, size_t len, const char *name, const char *dir,
+                          gw_config *c, char *err, size_t errlen);
 void gw_config_fini(gw_config *c);
 const gw_identity *gw_config_identity(const gw_config *c, const char *name);
 const gw_route *gw_config_route(const gw_config *c, const char *name);

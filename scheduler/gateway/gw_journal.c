@@ -377,7 +377,7 @@ replay_file(const char *path, replay *rp, uint8_t *token, uint64_t *epoch, bool 
 				free(e->reply);
 				e->reply = NULL;
 			}
-		} else if (h[0] == R_RESULT && len > 8) {
+		} else if (h[0] == R_RESULT && len >= 8) { /* an empty reply is one too */
 			rent *e = replay_get(rp, gw_get64(p), true);
 			free(e->reply);
 			e->len = len - 8;

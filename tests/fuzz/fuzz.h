@@ -9,11 +9,14 @@
 #ifndef KILN_FUZZ_H
 #define KILN_FUZZ_H
 
+#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define FZ_CHECK(cond, ...)                                                                  \
 	do {                                                                                 \
@@ -83,6 +86,43 @@ fz_rest(fz_reader *r, size_t *ret_len)
 	r->p += r->n;
 	r->n = 0;
 	return b;
+}
+
+/* A directory of this process's own (under /dev/shm when there is one, so
+ * that files cost no disk), removed with everything in it at exit. For the
+ * targets whose code under test reads or writes files. */
+static char fz_dir_path[64];
+
+static inline int
+fz_rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)type;
+	(void)ftw;
+	remove(path); /* what cannot go stays: a leftover in a temp dir */
+	return 0;
+}
+
+static inline void
+fz_rm_dir(void)
+{
+	if (fz_dir_path[0])
+		nftw(fz_dir_path, fz_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static inline const char *
+fz_tmpdir(void)
+{
+	if (fz_dir_path[0])
+		return fz_dir_path;
+	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+	snprintf(fz_dir_path, sizeof fz_dir_path, "%s/kiln-fuzz-XXXXXX", base);
+	if (!mkdtemp(fz_dir_path)) {
+		perror("mkdtemp");
+		abort();
+	}
+	atexit(fz_rm_dir);
+	return fz_dir_path;
 }
 
 #endif
