@@ -814,7 +814,9 @@ concurrent(const char *policy, int per_thread)
 {
 	char name[64];
 	snprintf(name, sizeof name, "threads-%s.log", policy);
-	name[strcspn(name, ":")] = '-';
+	char *colon = strchr(name, ':'); /* "interval:2ms": no ':' in a file name */
+	if (colon)
+		*colon = '-';
 	char *path = tpath(name);
 	kl_audit *a = open_log(path, policy);
 	struct worker w[4];

@@ -220,6 +220,27 @@ TEST(rewrite_drops_acknowledged)
 	free(p);
 }
 
+/* An empty reply is a reply (fuzzing, finding 9): replay went on past it. */
+TEST(empty_reply)
+{
+	char *p = jpath("d.journal");
+	uint8_t tok[32] = {3};
+	uint64_t epoch;
+	bool had;
+	seen s;
+	gw_journal *j = reopen(p, tok, &epoch, &had, &s);
+	ASSERT_EQ(gw_journal_accept(j, 1), 0);
+	ASSERT_EQ(gw_journal_result(j, 1, (const uint8_t *)"", 0), 0);
+	ASSERT_EQ(gw_journal_accept(j, 2), 0);
+	gw_journal_close(j);
+	j = reopen(p, tok, &epoch, &had, &s);
+	ASSERT_EQ(s.n, 2);
+	ASSERT_STR_EQ(s.replies[0], ""); /* finished, with nothing in it */
+	ASSERT_STR_EQ(s.replies[1], "(running)");
+	gw_journal_close(j);
+	free(p);
+}
+
 TEST(unwritable)
 {
 	char err[256] = "";
