@@ -639,6 +639,15 @@ cg_read_stats(int dirfd, cg_stats *ret)
 }
 
 int
+cg_set_weight(int dirfd, uint32_t weight)
+{
+	char buf[16];
+	uint64_t w = (uint64_t)weight * 100;
+	snprintf(buf, sizeof buf, "%" PRIu64, KL_MAX(KL_MIN(w, 10000u), 1u));
+	return write_at(dirfd, "cpu.weight", buf);
+}
+
+int
 cg_set_limits(int dirfd, unsigned mask, const cg_limits *l)
 {
 	char buf[48];

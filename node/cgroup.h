@@ -142,5 +142,8 @@ typedef struct cg_limits {
  * limit writes "max" when the controller is in mask. cpu quotas below the
  * kernel's 1 ms minimum (under 10 millicores) are raised to 1000 us. */
 int cg_set_limits(int dirfd, unsigned mask, const cg_limits *l);
+/* cpu.weight = 100 x weight, clamped to the kernel's 1..10000 (the default
+ * 100 is weight 1). Needs the cpu controller enabled for dirfd's cgroup. */
+int cg_set_weight(int dirfd, uint32_t weight);
 
 #endif

@@ -142,7 +142,8 @@ struct session {
 	Kiln__Limits lim;        /* effective */
 	Kiln__Limits tenant_lim; /* the tenant's aggregate on this node (if set) */
 	bool tenant_lim_set;
-	char **env; /* "K=V" from open */
+	uint32_t tenant_weight; /* SessionOpen.tenant_weight (0: not given) */
+	char **env;             /* "K=V" from open */
 	size_t nenv;
 	kl_list link;     /* node->sessions */
 	kl_list waitlink; /* tmpl->waiters while waiting for a cold start */

@@ -271,6 +271,7 @@ session_open(node *n, Kiln__SessionOpen *o, node_reply_fn *fn, void *arg)
 		s->tenant_lim.base.unknown_fields = NULL;
 		s->tenant_lim_set = true;
 	}
+	s->tenant_weight = o->tenant_weight;
 	if (copy_env(s, o) < 0) {
 		reply_open_error(fn, arg, o, KILN__CODE__INVALID_ARGUMENT,
 		                 "environment names must be non-empty without '='");
@@ -323,6 +324,9 @@ claim(session *s, sandbox *sb)
 		if ((r = cg_set_limits(sb->tenant->fd, n->enforced, &tl)) < 0 && r != -EOPNOTSUPP)
 			return r;
 	}
+	if (s->tenant_weight && (n->enforced & CG_CTRL_CPU) &&
+	    (r = cg_set_weight(sb->tenant->fd, s->tenant_weight)) < 0)
+		return r;
 	cg_limits cl = {s->lim.memory_bytes, s->lim.pids, s->lim.cpu_millicores};
 	if (n->enforced && (r = cg_set_limits(sb->sessfd, n->enforced, &cl)) < 0 &&
 	    r != -EOPNOTSUPP)

@@ -225,6 +225,7 @@ sess_new(sched *s, sched_tenant *t, snode *n, const char *tmpl, const Kiln__Limi
 	const Kiln__Limits *agg = &t->cfg->aggregate;
 	if (agg->memory_bytes || agg->pids || agg->cpu_millicores)
 		so.tenant_limits = (Kiln__Limits *)agg;
+	so.tenant_weight = t->cfg->weight;
 	size_t plen = kiln__session_open__get_packed_size(&so);
 	uint8_t *buf = kl_xmalloc(plen);
 	kiln__session_open__pack(&so, buf);
