@@ -345,3 +345,43 @@ kt_cluster_stop(kt_cluster *c)
 		fprintf(stderr, "logs kept in %s\n", c->dir);
 	}
 }
+
+/* ---- the scheduler's status ---- */
+
+Kiln__StatusReply *
+kt_cluster_status(kt_cluster *c)
+{
+	kiln_client *k = kt_cluster_client(c, KT_ADMIN);
+	Kiln__StatusReply *st;
+	if (kiln_status(k, &st) < 0)
+		KT_FAIL("status: %s", kiln_last_error()->message);
+	kiln_close(k);
+	return st;
+}
+
+Kiln__NodeStatus *
+kt_status_node(Kiln__StatusReply *st, const char *id)
+{
+	for (size_t i = 0; i < st->n_nodes; i++)
+		if (!strcmp(st->nodes[i]->node_id, id))
+			return st->nodes[i];
+	return NULL;
+}
+
+void
+kt_cluster_wait_warm(kt_cluster *c, int i, const char *tmpl, uint32_t n, int timeout_ms)
+{
+	uint32_t warm = 0;
+	for (int t = 0; t < timeout_ms; t += 20) {
+		Kiln__StatusReply *st = kt_cluster_status(c);
+		Kiln__NodeStatus *ns = kt_status_node(st, c->names[i]);
+		for (size_t k = 0; ns && k < ns->n_templates; k++)
+			if (!strcmp(ns->templates[k]->name, tmpl))
+				warm = ns->templates[k]->warm;
+		kiln_status_free(st);
+		if (warm >= n)
+			return;
+		usleep(20000);
+	}
+	KT_FAIL("node %s has %u warm %s sandboxes, expected %u", c->names[i], warm, tmpl, n);
+}

@@ -77,5 +77,13 @@ int kt_cluster_sched_log_count(kt_cluster *c, const char *needle);
 int kt_cluster_max_runs_per_job(kt_cluster *c, int *distinct_jobs);
 /* SIGTERM everything, wait, remove the temp dir. */
 void kt_cluster_stop(kt_cluster *c);
+/* The scheduler's status as the admin (fails the test if it cannot be had);
+ * free with kiln_status_free. */
+Kiln__StatusReply *kt_cluster_status(kt_cluster *c);
+/* Node id's entry in st, or NULL. */
+Kiln__NodeStatus *kt_status_node(Kiln__StatusReply *st, const char *id);
+/* Wait up to timeout_ms until the scheduler sees at least n warm sandboxes
+ * of template tmpl on node i; fails the test otherwise. */
+void kt_cluster_wait_warm(kt_cluster *c, int i, const char *tmpl, uint32_t n, int timeout_ms);
 
 #endif

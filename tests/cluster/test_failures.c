@@ -153,17 +153,6 @@ wait_starts(kt_cluster *c, int lo, int hi, int want)
 		        want);
 }
 
-static Kiln__StatusReply *
-status(kt_cluster *c)
-{
-	kiln_client *k = kt_cluster_client(c, KT_ADMIN);
-	Kiln__StatusReply *st;
-	if (kiln_status(k, &st) < 0)
-		KT_FAIL("status: %s", kiln_last_error()->message);
-	kiln_close(k);
-	return st;
-}
-
 static Kiln__TenantStatus *
 tenant_of(Kiln__StatusReply *st, const char *name)
 {
@@ -171,34 +160,6 @@ tenant_of(Kiln__StatusReply *st, const char *name)
 		if (!strcmp(st->tenants[i]->name, name))
 			return st->tenants[i];
 	KT_FAIL("no tenant %s in the status", name);
-}
-
-static Kiln__NodeStatus *
-node_of(Kiln__StatusReply *st, const char *id)
-{
-	for (size_t i = 0; i < st->n_nodes; i++)
-		if (!strcmp(st->nodes[i]->node_id, id))
-			return st->nodes[i];
-	return NULL;
-}
-
-/* Wait until the scheduler sees at least n warm sandboxes of tmpl on node i. */
-static void
-wait_warm(kt_cluster *c, int i, const char *tmpl, uint32_t n)
-{
-	uint32_t warm = 0;
-	for (int k = 0; k < 500; k++) {
-		Kiln__StatusReply *st = status(c);
-		Kiln__NodeStatus *ns = node_of(st, c->names[i]);
-		for (size_t t = 0; ns && t < ns->n_templates; t++)
-			if (!strcmp(ns->templates[t]->name, tmpl))
-				warm = ns->templates[t]->warm;
-		kiln_status_free(st);
-		if (warm >= n)
-			return;
-		usleep(20000);
-	}
-	KT_FAIL("node %d has %u warm %s sandboxes, expected %u", i, warm, tmpl, n);
 }
 
 /* Open a session; returns its id and writes its node index to *ret_node. */
@@ -291,7 +252,7 @@ TEST(node_kill_mid_call)
 	int v_starts = kt_cluster_log_count(&cl, V, START);
 	for (int i = 0; i < 2; i++) {
 		int at;
-		wait_warm(&cl, V, "ft", 1);
+		kt_cluster_wait_warm(&cl, V, "ft", 1, 10000);
 		vs[i] = open_session(a, "ft", &at);
 		ASSERT_EQ(at, V);
 		call_async(a, vs[i], NULL, "sleep 60; echo never", &lng[i]);
@@ -301,14 +262,14 @@ TEST(node_kill_mid_call)
 	 * opens under way, K < 6); its slots are busy, so they wait in the
 	 * scheduler's queue for V, unstarted. */
 	char cmds[K][32];
-	wait_warm(&cl, V, "ft", K + 1);
+	kt_cluster_wait_warm(&cl, V, "ft", K + 1, 10000);
 	for (int i = 0; i < K; i++) {
 		snprintf(cmds[i], sizeof cmds[i], "echo oneshot-%d", i);
 		call_async(b, "", "ft", cmds[i], &one[i]);
 	}
 	uint32_t queued = 0, inflight = 0;
 	for (int i = 0; i < 250 && queued < K; i++) {
-		Kiln__StatusReply *st = status(&cl);
+		Kiln__StatusReply *st = kt_cluster_status(&cl);
 		queued = tenant_of(st, "beta")->queued;
 		inflight = st->inflight;
 		kiln_status_free(st);
@@ -549,7 +510,7 @@ TEST(scheduler_restart_recovers_sessions)
 	 * tenant's included, UNAVAILABLE (its nodes may still be reporting
 	 * sessions); NOT_FOUND once that window has passed. */
 	for (uint64_t up = 0; up < 3000; usleep(50000)) {
-		Kiln__StatusReply *st = status(&cl);
+		Kiln__StatusReply *st = kt_cluster_status(&cl);
 		up = st->uptime_ms;
 		kiln_status_free(st);
 	}
@@ -640,7 +601,7 @@ TEST(stopped_node_is_lost_then_rejoins)
 {
 	kiln_client *a = kt_cluster_client(&cl, KT_ALPHA);
 	int at;
-	wait_warm(&cl, V, "ft", 2);
+	kt_cluster_wait_warm(&cl, V, "ft", 2, 10000);
 	char *sid = open_session(a, "ft", &at);
 	ASSERT_EQ(at, V);
 	Kiln__ToolResult *r;
@@ -680,8 +641,8 @@ TEST(stopped_node_is_lost_then_rejoins)
 	}
 	ASSERT_EQ(kt_cluster_sched_log_count(&cl, replaced), moved + 1);
 	/* The scheduler dropped the node and its sessions. */
-	Kiln__StatusReply *st = status(&cl);
-	ASSERT(node_of(st, cl.names[V]) == NULL);
+	Kiln__StatusReply *st = kt_cluster_status(&cl);
+	ASSERT(kt_status_node(st, cl.names[V]) == NULL);
 	kiln_status_free(st);
 	ASSERT_LT(kiln_read(a, sid, "keep.txt", 0, 0, &r), 0);
 	ASSERT_EQ(kiln_last_error()->code, KILN__CODE__NOT_FOUND);
@@ -711,7 +672,7 @@ TEST(stopped_node_is_lost_then_rejoins)
 	for (int i = 0; i < op.n; i++)
 		free(op.ids[i]);
 	/* The cluster works, with the node in it. */
-	wait_warm(&cl, V, "ft", 1);
+	kt_cluster_wait_warm(&cl, V, "ft", 1, 10000);
 	sid = open_session(a, "ft", &at);
 	ASSERT_EQ(at, V);
 	ASSERT_STR_EQ(bash_out(a, sid, "echo back"), "back\n");
@@ -789,7 +750,7 @@ wait_backlogged(kt_cluster *c)
 {
 	uint32_t qa = 0, qb = 0;
 	for (int i = 0; i < 1500; i++) {
-		Kiln__StatusReply *st = status(c);
+		Kiln__StatusReply *st = kt_cluster_status(c);
 		qa = tenant_of(st, "alpha")->queued;
 		qb = tenant_of(st, "beta")->queued;
 		kiln_status_free(st);

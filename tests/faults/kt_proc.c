@@ -243,3 +243,11 @@ kt_asan_quarantine(int mb)
 	snprintf(buf, sizeof buf, "%s%squarantine_size_mb=%d", o ? o : "", o && *o ? ":" : "", mb);
 	setenv("ASAN_OPTIONS", buf, 1);
 }
+
+void
+kt_node_counts(pid_t pid, const char *name, int *procs, int *cgroups)
+{
+	int k = kt_node_uid_range(pid);
+	*procs = k < 0 ? -1 : kt_range_procs(k, NULL);
+	*cgroups = kt_node_cgroups(name, NULL);
+}

@@ -36,6 +36,9 @@ const char *kt_cgroup_mount(void);
  * once a tenant had a session there; their number goes to *ret_tenants if
  * not NULL); 0 when the tree does not exist. */
 int kt_node_cgroups(const char *name, int *ret_tenants);
+/* Node process pid (named name): processes in its current uid range (-1 if
+ * it holds none) and cgroups in its tree (kt_node_cgroups). */
+void kt_node_counts(pid_t pid, const char *name, int *procs, int *cgroups);
 /* Mounts of this mount namespace, not counting network namespace files
  * under /run/netns (ip netns leaves /run/netns itself bound). */
 int kt_mount_count(void);

@@ -114,61 +114,13 @@ start_sched(kt_cluster *c)
 	KT_FAIL("the scheduler did not come up on %s (see %s)", c->client_url, log);
 }
 
-static Kiln__StatusReply *
-status(void)
-{
-	kiln_client *k = kt_cluster_client(&cl, KT_ADMIN);
-	Kiln__StatusReply *st;
-	if (kiln_status(k, &st) < 0)
-		KT_FAIL("status: %s", kiln_last_error()->message);
-	kiln_close(k);
-	return st;
-}
-
-static Kiln__NodeStatus *
-node_of(Kiln__StatusReply *st, const char *id)
-{
-	for (size_t i = 0; i < st->n_nodes; i++)
-		if (!strcmp(st->nodes[i]->node_id, id))
-			return st->nodes[i];
-	return NULL;
-}
-
-/* Wait until the scheduler sees at least n warm sandboxes of tmpl on node i. */
-static void
-wait_warm(int i, const char *tmpl, uint32_t n)
-{
-	uint32_t warm = 0;
-	for (int k = 0; k < 1500; k++) {
-		Kiln__StatusReply *st = status();
-		Kiln__NodeStatus *ns = node_of(st, cl.names[i]);
-		for (size_t t = 0; ns && t < ns->n_templates; t++)
-			if (!strcmp(ns->templates[t]->name, tmpl))
-				warm = ns->templates[t]->warm;
-		kiln_status_free(st);
-		if (warm >= n)
-			return;
-		usleep(20000);
-	}
-	KT_FAIL("node %s has %u warm %s sandboxes, expected %u", cl.names[i], warm, tmpl, n);
-}
-
-/* Processes in node i's current uid range, and cgroups in its tree. */
-static void
-node_counts(int i, int *procs, int *cgroups)
-{
-	int k = kt_node_uid_range(cl.nodes[i]);
-	*procs = k < 0 ? -1 : kt_range_procs(k, NULL);
-	*cgroups = kt_node_cgroups(cl.names[i], NULL);
-}
-
 /* Wait (up to timeout_ms) until node i is back to its idle counts. */
 static void
 wait_idle(int i, int timeout_ms)
 {
 	int p = -1, g = -1;
 	for (int t = 0; t < timeout_ms / 100; t++) {
-		node_counts(i, &p, &g);
+		kt_node_counts(cl.nodes[i], cl.names[i], &p, &g);
 		if (p == idle_procs[i] && g == idle_cgroups[i])
 			return;
 		usleep(100000);
@@ -254,16 +206,16 @@ TEST(setup)
 	for (int i = N0; i < NHOST; i++)
 		kt_cluster_add_node(&cl, plain);
 	for (int i = N0; i < NHOST; i++) {
-		wait_warm(i, "default", 3);
+		kt_cluster_wait_warm(&cl, i, "default", 3, 30000);
 		note_range(cl.nodes[i]);
 	}
 	/* Idle: steady counts (the pool is full, nothing else runs). */
 	for (int i = N0; i < NHOST; i++) {
 		int p, g, p2 = -2, g2 = -2;
 		for (int t = 0; t < 100; t++) {
-			node_counts(i, &p, &g);
+			kt_node_counts(cl.nodes[i], cl.names[i], &p, &g);
 			usleep(200000);
-			node_counts(i, &p2, &g2);
+			kt_node_counts(cl.nodes[i], cl.names[i], &p2, &g2);
 			if (p == p2 && g == g2)
 				break;
 		}
@@ -835,7 +787,7 @@ TEST(loaded_run_with_kills)
 	int swept = sweep_sessions(ka, kb);
 	fprintf(stderr, "  closed %d sessions left open by lost answers\n", swept);
 	for (int i = N0; i < NHOST; i++) {
-		wait_warm(i, "default", 3);
+		kt_cluster_wait_warm(&cl, i, "default", 3, 30000);
 		wait_idle(i, 60000);
 	}
 	for (int k = 0; k < nranges; k++) {
@@ -1005,7 +957,7 @@ TEST(fds_exhausted_in_a_sandbox)
 	char *sid = open_on(a, NULL, NULL, -1, &at);
 	pid_t np = cl.nodes[at];
 	ASSERT_STR_EQ(bash_ok(a, sid, "echo warm"), "warm\n"); /* the shell's pipes exist */
-	wait_warm(at, "default", 3);                           /* the pool has refilled */
+	kt_cluster_wait_warm(&cl, at, "default", 3, 30000);    /* the pool has refilled */
 	int fds0 = kt_proc_fd_count(np);
 	/* A child of the shell opens until EMFILE at the soft limit, raises
 	 * it to the hard limit, opens on until EMFILE again, and cannot go
@@ -1036,7 +988,7 @@ TEST(fds_exhausted_in_a_sandbox)
 	ASSERT_LT(raised, hard);
 	/* Contained: the node's own descriptors did not move, and it serves. */
 	ASSERT_STR_EQ(bash_ok(a, sid, "rm err; echo fine"), "fine\n");
-	wait_warm(at, "default", 3);
+	kt_cluster_wait_warm(&cl, at, "default", 3, 30000);
 	int fds1 = kt_proc_fd_count(np);
 	fprintf(stderr, "node %s holds %d fds (%d before)\n", cl.names[at], fds1, fds0);
 	ASSERT_LE(fds1, fds0 + 4);
@@ -1055,7 +1007,7 @@ TEST(fds_exhausted_in_the_node)
 	int F = kt_cluster_add_node(&cl, extra);
 	pid_t np = cl.nodes[F];
 	note_range(np);
-	wait_warm(F, "fdt", 1);
+	kt_cluster_wait_warm(&cl, F, "fdt", 1, 30000);
 	usleep(300000);
 	int fds0 = kt_proc_fd_count(np);
 	kiln_client *a = kt_cluster_client(&cl, KT_ALPHA);
@@ -1161,7 +1113,7 @@ TEST(fds_exhausted_in_the_node)
 		ASSERT_EQ(kiln_session_close(a, ids[i]), 0);
 		free(ids[i]);
 	}
-	wait_warm(F, "fdt", 1);
+	kt_cluster_wait_warm(&cl, F, "fdt", 1, 30000);
 	int fds2 = -1;
 	for (int t = 0; t < 100 && (fds2 = kt_proc_fd_count(np)) > fds0 + 4; t++)
 		usleep(100000);
@@ -1257,7 +1209,7 @@ sp_closed(int fd)
 static bool
 tenant_idle(const char *name)
 {
-	Kiln__StatusReply *st = status();
+	Kiln__StatusReply *st = kt_cluster_status(&cl);
 	bool idle = false;
 	for (size_t i = 0; i < st->n_tenants; i++)
 		if (!strcmp(st->tenants[i]->name, name))
@@ -1269,7 +1221,7 @@ tenant_idle(const char *name)
 static uint64_t
 tenant_done(const char *name)
 {
-	Kiln__StatusReply *st = status();
+	Kiln__StatusReply *st = kt_cluster_status(&cl);
 	uint64_t d = 0;
 	for (size_t i = 0; i < st->n_tenants; i++)
 		if (!strcmp(st->tenants[i]->name, name))
@@ -1391,7 +1343,7 @@ TEST(link_cut_then_restored)
 	}
 	const char *extra[] = {"--warm", "0", "--template", "cut:host:2", NULL};
 	int X = add_netns_node(extra);
-	wait_warm(X, "cut", 2);
+	kt_cluster_wait_warm(&cl, X, "cut", 2, 30000);
 	kiln_client *a = kt_cluster_client(&cl, KT_ALPHA);
 	int at;
 	char *sid = open_on(a, "cut", NULL, -1, &at);
@@ -1420,8 +1372,8 @@ TEST(link_cut_then_restored)
 	        queued->err ? queued->msg : queued->res->message);
 	ASSERT_EQ(queued->err, 0);
 	ASSERT_EQ(queued->res->code, KILN__CODE__UNAVAILABLE); /* it never ran */
-	Kiln__StatusReply *st = status();
-	ASSERT(node_of(st, cl.names[X]) == NULL);
+	Kiln__StatusReply *st = kt_cluster_status(&cl);
+	ASSERT(kt_status_node(st, cl.names[X]) == NULL);
 	kiln_status_free(st);
 	Kiln__ToolResult *r;
 	ASSERT_LT(kiln_read(a, sid, "keep.txt", 0, 0, &r), 0);
@@ -1450,7 +1402,7 @@ TEST(link_cut_then_restored)
 	ASSERT_EQ(kiln_last_error()->code, KILN__CODE__NOT_FOUND);
 	free(sid);
 	/* It serves again. */
-	wait_warm(X, "cut", 1);
+	kt_cluster_wait_warm(&cl, X, "cut", 1, 30000);
 	sid = open_on(a, "cut", NULL, -1, &at);
 	ASSERT_EQ(at, X);
 	ASSERT_STR_EQ(bash_ok(a, sid, "echo back"), "back\n");
@@ -1460,7 +1412,7 @@ TEST(link_cut_then_restored)
 	kiln_result_free(queued->res);
 	lng->res = queued->res = NULL;
 	/* Nothing of the cut session is left on it: only its warm pool. */
-	wait_warm(X, "cut", 2);
+	kt_cluster_wait_warm(&cl, X, "cut", 2, 30000);
 	int k = kt_node_uid_range(cl.nodes[X]), p = -1;
 	for (int i = 0; i < 300 && (p = kt_range_procs(k, NULL)) != 2; i++)
 		usleep(100000);

@@ -65,46 +65,15 @@ mem_kib(pid_t pid)
 	return v >= 0 ? v : kt_proc_status_kib(pid, "VmRSS:");
 }
 
-static void
-node_counts(int i, int *procs, int *cgroups)
-{
-	int k = kt_node_uid_range(cl.nodes[i]);
-	*procs = k < 0 ? -1 : kt_range_procs(k, NULL);
-	*cgroups = kt_node_cgroups(cl.names[i], NULL);
-}
-
-static void
-wait_warm(int i, uint32_t n)
-{
-	kiln_client *k = kt_cluster_client(&cl, KT_ADMIN);
-	uint32_t warm = 0;
-	for (int t = 0; t < 1500 && warm < n; t++) {
-		Kiln__StatusReply *st;
-		ASSERT_EQ(kiln_status(k, &st), 0);
-		for (size_t j = 0; j < st->n_nodes; j++)
-			if (!strcmp(st->nodes[j]->node_id, cl.names[i]) &&
-			    st->nodes[j]->n_templates)
-				warm = st->nodes[j]->templates[0]->warm;
-		kiln_status_free(st);
-		if (warm < n)
-			usleep(20000);
-	}
-	kiln_close(k);
-	ASSERT_GE(warm, n);
-}
-
 /* Sessions the scheduler sees on the nodes. */
 static uint32_t
 sessions_on_nodes(void)
 {
-	kiln_client *k = kt_cluster_client(&cl, KT_ADMIN);
-	Kiln__StatusReply *st;
-	ASSERT_EQ(kiln_status(k, &st), 0);
+	Kiln__StatusReply *st = kt_cluster_status(&cl);
 	uint32_t n = 0;
 	for (size_t j = 0; j < st->n_nodes; j++)
 		n += st->nodes[j]->sessions;
 	kiln_status_free(st);
-	kiln_close(k);
 	return n;
 }
 
@@ -121,13 +90,13 @@ measure_idle(int *fd_out, int *procs_out, int *cg_out)
 		for (int i = 0; i < NPROC; i++)
 			a[i] = kt_proc_fd_count(pid_of(i));
 		for (int i = 0; i < NNODES; i++)
-			node_counts(i, &p[i], &g[i]);
+			kt_node_counts(cl.nodes[i], cl.names[i], &p[i], &g[i]);
 		usleep(500000);
 		for (int i = 0; i < NPROC; i++)
 			same &= kt_proc_fd_count(pid_of(i)) == a[i];
 		for (int i = 0; i < NNODES; i++) {
 			int p2, g2;
-			node_counts(i, &p2, &g2);
+			kt_node_counts(cl.nodes[i], cl.names[i], &p2, &g2);
 			same &= p2 == p[i] && g2 == g[i];
 		}
 		steady = same ? steady + 1 : 0;
@@ -149,7 +118,7 @@ TEST(setup)
 	for (int i = 0; i < NNODES; i++)
 		kt_cluster_add_node(&cl, args);
 	for (int i = 0; i < NNODES; i++)
-		wait_warm(i, 3);
+		kt_cluster_wait_warm(&cl, i, "default", 3, 30000);
 	/* A node keeps one directory descriptor per tenant it has served
 	 * (tenants/<tenant>): let both tenants have had a session on both
 	 * nodes before the idle state is taken. */
@@ -171,7 +140,7 @@ TEST(setup)
 		ASSERT(on[0] && on[1]);
 	}
 	for (int i = 0; i < NNODES; i++)
-		wait_warm(i, 3);
+		kt_cluster_wait_warm(&cl, i, "default", 3, 30000);
 	measure_idle(idle_fds, idle_procs, idle_cgroups);
 	for (int i = 0; i < NPROC; i++)
 		fprintf(stderr, "%s idle: %d fds, %ld KiB PSS\n", pname[i], idle_fds[i],
@@ -321,7 +290,7 @@ TEST(soak)
 			while (atomic_load(&paused) < W)
 				usleep(10000);
 			for (int i = 0; i < NNODES; i++)
-				wait_warm(i, 3);
+				kt_cluster_wait_warm(&cl, i, "default", 3, 30000);
 			/* Teardown finishes after the close was answered (reaping,
 			 * cgroup removal): give it up to 10 s to come back to idle;
 			 * a leaked descriptor never does. */
@@ -416,7 +385,7 @@ TEST(soak)
 TEST(back_to_idle_and_clean_exit)
 {
 	for (int i = 0; i < NNODES; i++)
-		wait_warm(i, 3);
+		kt_cluster_wait_warm(&cl, i, "default", 3, 30000);
 	int f[NPROC], p[NNODES], g[NNODES];
 	uint64_t t0 = kl_now_ms();
 	for (;;) {
