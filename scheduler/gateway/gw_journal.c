@@ -109,6 +109,16 @@ rec_write(int fd, uint8_t type, const uint8_t *a, size_t alen, const uint8_t *b,
 	return 0;
 }
 
+/* A SESSION record's payload: the token, then the epoch. */
+#define SESSION_LEN (GW_JOURNAL_TOKEN + 8)
+
+static void
+session_payload(uint8_t p[SESSION_LEN], const uint8_t *token, uint64_t epoch)
+{
+	memcpy(p, token, GW_JOURNAL_TOKEN);
+	gw_put64(p + GW_JOURNAL_TOKEN, epoch);
+}
+
 static void
 idkey(char key[24], uint64_t id)
 {
@@ -149,9 +159,8 @@ append(gw_journal *j, uint8_t type, uint64_t id, const uint8_t *b, size_t blen, 
 int
 gw_journal_session(gw_journal *j, const uint8_t token[GW_JOURNAL_TOKEN], uint64_t epoch)
 {
-	uint8_t p[GW_JOURNAL_TOKEN + 8];
-	memcpy(p, token, GW_JOURNAL_TOKEN);
-	gw_put64(p + GW_JOURNAL_TOKEN, epoch);
+	uint8_t p[SESSION_LEN];
+	session_payload(p, token, epoch);
 	int r = rec_write(j->fd, R_SESSION, p, sizeof p, NULL, 0, &j->bytes);
 	if (r == 0 && j->sync && fdatasync(j->fd) < 0)
 		r = -errno;
@@ -222,9 +231,8 @@ rewrite(gw_journal *j, const uint8_t *token, uint64_t epoch, const gw_journal_en
 	kl_map_init(&sizes);
 	uint64_t live = 0;
 	if (r == 0 && token) {
-		uint8_t p[GW_JOURNAL_TOKEN + 8];
-		memcpy(p, token, GW_JOURNAL_TOKEN);
-		gw_put64(p + GW_JOURNAL_TOKEN, epoch);
+		uint8_t p[SESSION_LEN];
+		session_payload(p, token, epoch);
 		r = rec_write(fd, R_SESSION, p, sizeof p, NULL, 0, &bytes);
 	}
 	for (size_t i = 0; i < n && r == 0; i++) {
@@ -365,7 +373,7 @@ replay_file(const char *path, replay *rp, uint8_t *token, uint64_t *epoch, bool 
 			stop = "a record that fails its CRC";
 			break;
 		}
-		if (h[0] == R_SESSION && len == GW_JOURNAL_TOKEN + 8) {
+		if (h[0] == R_SESSION && len == SESSION_LEN) {
 			memcpy(token, p, GW_JOURNAL_TOKEN);
 			*epoch = gw_get64(p + GW_JOURNAL_TOKEN);
 			*session = true;
